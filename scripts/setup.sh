@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything remote-jobqueue needs on a fresh Debian bookworm machine (as root):
+# the system packages of the development facility and the project's virtualenv in .venv.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM_PACKAGES=(debootstrap iproute2 nftables xrootd-server xrootd-server-plugins
+                 xrootd-client xrootd-client-plugins curl)
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: run as root (the facility needs namespaces, chroot and mounts)" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+stamp=.venv/.rjq-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup.sh: installing the project into .venv" >&2
+    [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+    .venv/bin/pip install -q -U pip
+    .venv/bin/pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+fi

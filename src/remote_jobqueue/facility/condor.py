@@ -1,0 +1,332 @@
+"""The HTCondor pool: configuration, daemons, and the users' IDTOKENS.
+
+One root file system serves every daemon; each role (the hub, each remote site) gets its own
+top-level configuration and its own local directory under the facility's state directory, so the
+cached root file system is never written to. Remote sites' daemons run inside their network
+namespace and are reached through CCB, as at a site behind NAT.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from . import processes
+from .config import FacilityConfig, Site
+
+CONDOR_DIRS = ("log", "lock", "spool", "execute", "run", "cred_dir")
+
+
+class PoolError(RuntimeError):
+    pass
+
+
+def condor_dir(cfg: FacilityConfig) -> Path:
+    return cfg.state_dir / "condor"
+
+
+def role_name(site: Site) -> str:
+    return "hub" if not site.private else site.name
+
+
+def role_config_path(cfg: FacilityConfig, site: Site) -> Path:
+    return condor_dir(cfg) / f"{role_name(site)}.conf"
+
+
+def common_config(cfg: FacilityConfig) -> str:
+    d = condor_dir(cfg)
+    return f"""\
+# Written by remote-jobqueue: what every daemon of the development pool shares.
+RELEASE_DIR = /usr
+ETC = /etc/condor
+BIN = $(RELEASE_DIR)/bin
+LIB = $(RELEASE_DIR)/lib/condor
+SBIN = $(RELEASE_DIR)/sbin
+LIBEXEC = $(RELEASE_DIR)/libexec/condor
+SHARE = $(RELEASE_DIR)/share/condor
+INCLUDE = $(RELEASE_DIR)/include/condor
+RUN = $(LOCAL_DIR)/run
+LOG = $(LOCAL_DIR)/log
+LOCK = $(LOCAL_DIR)/lock
+SPOOL = $(LOCAL_DIR)/spool
+EXECUTE = $(LOCAL_DIR)/execute
+CRED_STORE_DIR = $(LOCAL_DIR)/cred_dir
+LOCAL_CONFIG_FILE =
+LOCAL_CONFIG_DIR =
+REQUIRE_LOCAL_CONFIG_FILE = false
+
+use security:recommended_v9_0
+SEC_PASSWORD_DIRECTORY = {d}/passwords.d
+SEC_TOKEN_SYSTEM_DIRECTORY = {d}/tokens.d
+SEC_TOKEN_DIRECTORY = {d}/tokens.d
+SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS
+SEC_CLIENT_AUTHENTICATION_METHODS = FS, IDTOKENS
+
+CONDOR_HOST = {cfg.hub_address}
+COLLECTOR_HOST = {cfg.hub_address}:{cfg.collector_port}
+UID_DOMAIN = {cfg.uid_domain}
+FILESYSTEM_DOMAIN = {cfg.uid_domain}
+TRUST_DOMAIN = {cfg.uid_domain}
+TRUST_UID_DOMAIN = true
+SOFT_UID_DOMAIN = true
+
+ALLOW_READ = *
+ALLOW_WRITE = *@{cfg.uid_domain}, condor_pool@*, condor@*
+ALLOW_DAEMON = condor@{cfg.uid_domain}, condor_pool@*, condor@*
+ALLOW_NEGOTIATOR = condor@{cfg.uid_domain}, condor_pool@*, condor@*
+ALLOW_ADMINISTRATOR = condor@{cfg.uid_domain}, root@{cfg.uid_domain}, condor_pool@*
+QUEUE_SUPER_USERS = root, condor
+
+# Matchmaking fast enough that an idle pool runs a job within about two seconds.
+NEGOTIATOR_INTERVAL = 2
+NEGOTIATOR_CYCLE_DELAY = 1
+NEGOTIATOR_MIN_INTERVAL = 1
+NEGOTIATOR_UPDATE_AFTER_CYCLE = true
+SCHEDD_INTERVAL = 2
+SCHEDD_MIN_INTERVAL = 0
+UPDATE_INTERVAL = 2
+STARTER_UPDATE_INTERVAL = 2
+SHADOW_QUEUE_UPDATE_INTERVAL = 2
+JOB_START_DELAY = 0
+JOB_START_COUNT = 50
+STARTD_UPDATE_INTERVAL = 2
+MASTER_UPDATE_INTERVAL = 10
+SCHEDD_UPDATE_INTERVAL = 2
+PERIODIC_EXPR_INTERVAL = 2
+CLAIM_WORKLIFE = 0
+RUNBENCHMARKS = false
+STARTD_CRON_JOBLIST =
+NO_DNS = true
+DEFAULT_DOMAIN_NAME = {cfg.uid_domain}
+
+# Inside a chroot: no mount or pid namespaces for jobs; cgroups are not writable.
+MOUNT_UNDER_SCRATCH =
+USE_PID_NAMESPACES = false
+BASE_CGROUP =
+STARTER_ALLOW_RUNAS_OWNER = true
+"""
+
+
+def role_config(cfg: FacilityConfig, site: Site) -> str:
+    local_dir = condor_dir(cfg) / role_name(site)
+    lines = [
+        f"# Written by remote-jobqueue: role {role_name(site)} of the development pool.",
+        f"include : {condor_dir(cfg) / 'common.conf'}",
+        f"LOCAL_DIR = {local_dir}",
+        f"NETWORK_INTERFACE = {site.address}",
+        "use ROLE: Execute",
+    ]
+    if not site.private:
+        lines[4:4] = ["use ROLE: CentralManager", "use ROLE: Submit"]
+    else:
+        # Behind NAT: every inbound connection comes back through the collector's CCB.
+        lines += ["CCB_ADDRESS = $(COLLECTOR_HOST)", f"PRIVATE_NETWORK_NAME = {site.name}"]
+    lines += [
+        f'SiteName = "{site.name}"',
+        "STARTD_ATTRS = $(STARTD_ATTRS) SiteName",
+        "MASTER_ATTRS = $(MASTER_ATTRS) SiteName",
+        f"NUM_CPUS = {site.cpus}",
+        f"MEMORY = {site.memory_mb}",
+        "SLOT_TYPE_1 = 100%",
+        "SLOT_TYPE_1_PARTITIONABLE = true",
+        "NUM_SLOTS_TYPE_1 = 1",
+        f"STARTD_NAME = {site.name.lower()}",
+        f"MASTER_NAME = {site.name.lower()}",
+    ]
+    if not site.private:
+        lines += [f"SCHEDD_NAME = hub@{cfg.uid_domain}"]
+    return "\n".join(lines) + "\n"
+
+
+def client_config(cfg: FacilityConfig, user: str) -> str:
+    token_dir = cfg.user_dir(user) / "tokens.d"
+    return f"""\
+# HTCondor client settings for {user} (remote-jobqueue development facility).
+COLLECTOR_HOST = {cfg.collector}
+SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
+SEC_TOKEN_DIRECTORY = {token_dir}
+UID_DOMAIN = {cfg.uid_domain}
+FILESYSTEM_DOMAIN = {cfg.uid_domain}
+"""
+
+
+def _chroot(root: Path, cfg_path: Path, *argv: str, netns: str | None = None) -> list[str]:
+    return [
+        *processes.netns_prefix(netns),
+        "chroot",
+        str(root),
+        "env",
+        f"CONDOR_CONFIG={cfg_path}",
+        *argv,
+    ]
+
+
+def _chroot_uid(root: Path, name: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return int(fields[2]), int(fields[3])
+    raise PoolError(f"user {name} does not exist in {root}")
+
+
+def write_configs(cfg: FacilityConfig, root: Path) -> None:
+    d = condor_dir(cfg)
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o755)
+    (d / "common.conf").write_text(common_config(cfg))
+    condor_uid, condor_gid = _chroot_uid(root, "condor")
+    for sub in ("passwords.d", "tokens.d"):
+        (d / sub).mkdir(exist_ok=True)
+        (d / sub).chmod(0o700)
+    for site in cfg.sites:
+        role_config_path(cfg, site).write_text(role_config(cfg, site))
+        local = d / role_name(site)
+        for sub in CONDOR_DIRS:
+            path = local / sub
+            path.mkdir(parents=True, exist_ok=True)
+            os.chown(path, condor_uid, condor_gid)
+            path.chmod(0o755)
+        os.chown(local, condor_uid, condor_gid)
+        local.chmod(0o755)
+
+
+def _master_name(site: Site) -> str:
+    return f"condor-{role_name(site)}"
+
+
+def start_role(cfg: FacilityConfig, root: Path, site: Site) -> None:
+    if processes.pid_of(_master_name(site), cfg.run):
+        return
+    argv = _chroot(root, role_config_path(cfg, site), "condor_master", "-f", netns=site.netns)
+    processes.start_daemon(_master_name(site), argv, cfg.run, cfg.logs)
+
+
+def wait_for_pool_key(cfg: FacilityConfig, timeout: float = 30) -> None:
+    key = condor_dir(cfg) / "passwords.d" / "POOL"
+    deadline = time.monotonic() + timeout
+    while not key.exists():
+        if time.monotonic() > deadline:
+            raise PoolError(
+                f"the pool signing key {key} did not appear; see {cfg.logs}/condor-hub.log"
+            )
+        time.sleep(0.2)
+
+
+def create_token(
+    cfg: FacilityConfig, root: Path, identity: str, lifetime: int | None = None
+) -> str:
+    hub = next(s for s in cfg.sites if not s.private)
+    argv = ["condor_token_create", "-identity", identity]
+    if lifetime:
+        argv += ["-lifetime", str(lifetime)]
+    proc = subprocess.run(
+        _chroot(root, role_config_path(cfg, hub), *argv), capture_output=True, text=True
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise PoolError(f"condor_token_create for {identity} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def write_token(path: Path, token: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+
+
+def setup_identities(cfg: FacilityConfig, root: Path) -> None:
+    """Daemon token for remote sites, and each user's token and client configuration."""
+    # Always minted anew: a token signed by the key of an earlier `up` would be refused.
+    daemon_token = condor_dir(cfg) / "tokens.d" / "condor"
+    write_token(daemon_token, create_token(cfg, root, f"condor@{cfg.uid_domain}"))
+    for user in cfg.users:
+        udir = cfg.user_dir(user)
+        udir.mkdir(parents=True, exist_ok=True)
+        udir.chmod(0o700)
+        token_file = udir / "tokens.d" / "token"
+        write_token(token_file, create_token(cfg, root, f"{user}@{cfg.uid_domain}"))
+        (udir / "condor_config").write_text(client_config(cfg, user))
+
+
+def up(cfg: FacilityConfig, root: Path) -> None:
+    write_configs(cfg, root)
+    hub = next(s for s in cfg.sites if not s.private)
+    start_role(cfg, root, hub)
+    wait_for_pool_key(cfg)
+    setup_identities(cfg, root)
+    for site in cfg.sites:
+        if site.private:
+            start_role(cfg, root, site)
+
+
+def down(cfg: FacilityConfig, root: Path | None) -> None:
+    for site in cfg.sites:
+        processes.stop_daemon(_master_name(site), cfg.run, timeout=15)
+    if root is not None:
+        processes.kill_rooted_at(root)
+
+
+def wait_for_sites(cfg: FacilityConfig, timeout: float = 90) -> dict[str, int]:
+    """Wait until every site's startd is in the collector; return CPUs per site."""
+    import htcondor2
+
+    with _client_env(cfg, cfg.users[0]):
+        collector = htcondor2.Collector(cfg.collector)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ads = collector.query(htcondor2.AdTypes.Startd, projection=["SiteName", "Cpus"])
+            except Exception as err:
+                ads, last = [], err
+            else:
+                last = None
+            seen: dict[str, int] = {}
+            for ad in ads:
+                seen[ad.get("SiteName", "?")] = seen.get(ad.get("SiteName", "?"), 0) + int(
+                    ad.get("Cpus", 0)
+                )
+            if all(s.name in seen for s in cfg.sites):
+                return seen
+            if time.monotonic() > deadline:
+                missing = [s.name for s in cfg.sites if s.name not in seen]
+                raise PoolError(
+                    f"sites {missing} did not join the pool within {timeout:.0f} s "
+                    f"(last error: {last}); see the logs in {cfg.logs} and {condor_dir(cfg)}/*/log"
+                )
+            time.sleep(0.5)
+
+
+class _client_env:
+    """Temporarily point the HTCondor bindings at a user's client configuration."""
+
+    def __init__(self, cfg: FacilityConfig, user: str) -> None:
+        self.path = str(cfg.user_dir(user) / "condor_config")
+
+    def __enter__(self) -> None:
+        import htcondor2
+
+        self.saved = os.environ.get("CONDOR_CONFIG")
+        os.environ["CONDOR_CONFIG"] = self.path
+        htcondor2.reload_config()
+
+    def __exit__(self, *exc: object) -> None:
+        import htcondor2
+
+        if self.saved is None:
+            os.environ.pop("CONDOR_CONFIG", None)
+        else:
+            os.environ["CONDOR_CONFIG"] = self.saved
+        htcondor2.reload_config()
+
+
+def chroot_user_exists(root: Path, user: str) -> bool:
+    try:
+        _chroot_uid(root, user)
+    except PoolError:
+        return False
+    return True

@@ -1,0 +1,174 @@
+"""`facility up | down | status | env`: the whole development facility as one thing.
+
+The order matters: network first (daemons bind to the bridge and site addresses), then the pool
+(whose hub makes the signing key the users' tokens need), then the issuer and XRootD. `down`
+undoes all of it whatever state it finds, so a half-failed `up` is cleaned by `down`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from . import condor, network, processes, rootfs
+from .config import FacilityConfig
+
+
+class FacilityError(RuntimeError):
+    """The facility cannot start; the message says what is missing and how to fix it."""
+
+
+def _project_root() -> Path | None:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").exists():
+            return parent
+    return None
+
+
+def host_binds() -> list[Path]:
+    """Host paths jobs need read-only: the interpreter, the virtualenv and the project."""
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
+    project = _project_root()
+    if project is not None:
+        paths.add(project)
+    # Drop paths inside others: one bind mount covers them.
+    return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
+
+
+def preflight(cfg: FacilityConfig) -> None:
+    if os.geteuid() != 0:
+        raise FacilityError(
+            "the facility needs root (network namespaces, chroot, mounts): run it as root"
+        )
+    missing = [tool for tool in ("ip", "nft", "chroot", "mount") if shutil.which(tool) is None]
+    if missing:
+        raise FacilityError(
+            f"missing commands {missing}: "
+            "apt-get install -y iproute2 nftables (or run scripts/setup.sh)"
+        )
+    if shutil.which("xrootd") is None:
+        raise FacilityError(
+            "xrootd is missing: apt-get install -y xrootd-server xrootd-server-plugins "
+            "xrootd-client-plugins (or run scripts/setup.sh)"
+        )
+
+
+def _is_mounted(path: Path) -> bool:
+    target = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
+    cfg = cfg or FacilityConfig()
+    preflight(cfg)
+    started = time.monotonic()
+    root = rootfs.ensure_rootfs(cfg, log=log)
+    for path in (cfg.state_dir, cfg.logs, cfg.run):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o755)
+    (cfg.state_dir / "rootfs").write_text(str(root))
+    network.up(cfg)
+    if not _is_mounted(root / "proc"):
+        rootfs.mount_runtime(root, host_binds())
+        rootfs.bind_writable(root, cfg.state_dir)
+    log("starting the HTCondor pool …")
+    condor.up(cfg, root)
+    from . import issuer, xrootd
+
+    log("starting the OIDC issuer …")
+    issuer.up(cfg)
+    log("starting XRootD (origin and caches) …")
+    xrootd.up(cfg)
+    cpus = condor.wait_for_sites(cfg)
+    log(f"facility up in {time.monotonic() - started:.0f} s; sites: {cpus}")
+    return cfg
+
+
+def current_root(cfg: FacilityConfig) -> Path | None:
+    try:
+        return Path((cfg.state_dir / "rootfs").read_text().strip())
+    except FileNotFoundError:
+        candidate = rootfs.rootfs_path(cfg)
+        return candidate if candidate.exists() else None
+
+
+def down(cfg: FacilityConfig | None = None, log=print) -> None:
+    cfg = cfg or FacilityConfig()
+    preflight(cfg)
+    root = current_root(cfg)
+    from . import issuer, xrootd
+
+    for part, stop in (("XRootD", xrootd.down), ("issuer", issuer.down)):
+        try:
+            stop(cfg)
+        except Exception as err:
+            log(f"stopping the {part}: {err}")
+    condor.down(cfg, root)
+    if root is not None:
+        rootfs.unmount_runtime(root)
+    for leftover in processes.pids_in_netns_any(cfg):
+        processes.kill_group_or_pid(leftover, timeout=5)
+    network.down(cfg)
+    if cfg.state_dir.exists():
+        shutil.rmtree(cfg.state_dir)
+    log("facility down: no daemon, mount, namespace or bridge left")
+
+
+def status(cfg: FacilityConfig | None = None) -> dict:
+    cfg = cfg or FacilityConfig()
+    from . import issuer, xrootd
+
+    root = current_root(cfg)
+    return {
+        "rootfs": str(root) if root else None,
+        "rootfs_cached": (rootfs.rootfs_path(cfg) / ".rjq-ready").exists(),
+        "network": network.status(cfg),
+        "condor": {
+            s.name: bool(processes.pid_of(f"condor-{condor.role_name(s)}", cfg.run))
+            for s in cfg.sites
+        },
+        "issuer": issuer.status(cfg),
+        "xrootd": xrootd.status(cfg),
+    }
+
+
+def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str]:
+    """What a client process of ``user`` needs to use the facility."""
+    cfg = cfg or FacilityConfig()
+    if user not in cfg.users:
+        raise FacilityError(f"unknown user {user!r}; the facility has {', '.join(cfg.users)}")
+    from ..data import cache_environment, write_proxy_plugin_conf
+
+    plugin_dir = write_proxy_plugin_conf(cfg.state_dir / "xrootd" / "client-plugins")
+    return {
+        "CONDOR_CONFIG": str(cfg.user_dir(user) / "condor_config"),
+        "RJQ_FACILITY_USER": user,
+        "RJQ_ISSUER_URL": cfg.issuer_url,
+        "RJQ_XROOTD_ORIGIN": cfg.origin_url,
+        **cache_environment(cfg.hub_cache_url, plugin_dir),
+    }
+
+
+def leftovers(cfg: FacilityConfig | None = None) -> list[str]:
+    """Everything of the facility still on the machine (empty after a clean `down`)."""
+    cfg = cfg or FacilityConfig()
+    found = []
+    net = network.status(cfg)
+    if net["bridge"]:
+        found.append(f"bridge {cfg.bridge}")
+    found += [
+        f"network namespace of {site}" for site, exists in net["namespaces"].items() if exists
+    ]
+    root = rootfs.rootfs_path(cfg)
+    found += [f"mount {m}" for m in rootfs._mounts_below(root)]
+    found += [f"process {pid} in the pool root" for pid in processes.pids_rooted_at(root)]
+    for pidfile in cfg.run.glob("*.pid") if cfg.run.exists() else []:
+        pid = processes.pid_of(pidfile.stem, cfg.run)
+        if pid:
+            found.append(f"process {pid} ({pidfile.stem})")
+    return found

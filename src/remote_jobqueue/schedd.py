@@ -1,0 +1,118 @@
+"""Talking to a site's schedd with the HTCondor bindings only (no command-line tools).
+
+Outside the pool `htcondor2.Schedd()` cannot find a "local" schedd, so every schedd is located
+through the collector by name. Failures become exceptions that say what to check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from enum import IntEnum
+
+import htcondor2
+
+#: Hold reason code while a spooled job's input is still on its way: not a real hold.
+SPOOLING_HOLD_CODE = 16
+
+
+class JobStatus(IntEnum):
+    IDLE = 1
+    RUNNING = 2
+    REMOVED = 3
+    COMPLETED = 4
+    HELD = 5
+    TRANSFERRING_OUTPUT = 6
+    SUSPENDED = 7
+
+
+class ScheddUnreachable(ConnectionError):
+    """The collector or the schedd does not answer (or refuses us)."""
+
+
+class JobHeld(RuntimeError):
+    """A job went on hold; ``reason`` is HTCondor's HoldReason."""
+
+    def __init__(self, job_id: str, reason: str, code: int | None = None) -> None:
+        super().__init__(f"job {job_id} is held: {reason}")
+        self.job_id, self.reason, self.code = job_id, reason, code
+
+
+def locate(collector: str | None, schedd_name: str | None) -> htcondor2.Schedd:
+    """Return a Schedd located through ``collector`` (None: the configured COLLECTOR_HOST)."""
+    try:
+        coll = htcondor2.Collector(collector) if collector else htcondor2.Collector()
+        if schedd_name:
+            ad = coll.locate(htcondor2.DaemonType.Schedd, schedd_name)
+        else:
+            ads = coll.locateAll(htcondor2.DaemonType.Schedd)
+            if not ads:
+                raise ScheddUnreachable(
+                    f"the collector {collector or '(configured)'} knows no schedd"
+                )
+            ad = ads[0]
+    except ScheddUnreachable:
+        raise
+    except Exception as err:  # htcondor2 raises HTCondorException / ValueError
+        where = collector or htcondor2.param.get("COLLECTOR_HOST", "(unset COLLECTOR_HOST)")
+        raise ScheddUnreachable(
+            f"cannot locate schedd {schedd_name or '(any)'} through the collector at {where}: "
+            f"{err}. "
+            "Check CONDOR_CONFIG, the collector address and your token."
+        ) from err
+    return htcondor2.Schedd(ad)
+
+
+def submit(schedd: htcondor2.Schedd, description: dict[str, str], count: int = 1) -> int:
+    """Submit with spooling (the client shares no file system with the site); return ClusterId."""
+    try:
+        result = schedd.submit(htcondor2.Submit(description), count=count, spool=True)
+        schedd.spool(result)
+    except Exception as err:
+        raise ScheddUnreachable(f"submitting to the schedd failed: {err}") from err
+    return result.cluster()
+
+
+def job_ads(
+    schedd: htcondor2.Schedd, constraint: str, projection: Iterable[str] = ()
+) -> list[htcondor2.classad.ClassAd]:
+    base = ["ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode"]
+    return list(schedd.query(constraint, projection=[*base, *projection]))
+
+
+def wait_for_status(
+    schedd: htcondor2.Schedd,
+    cluster: int,
+    wanted: set[JobStatus],
+    timeout: float,
+    poll: float = 0.25,
+) -> htcondor2.classad.ClassAd | None:
+    """Wait until every job of ``cluster`` is in one of ``wanted`` (or gone from the queue).
+
+    Returns the last ad seen (None once the cluster has left the queue). A real hold raises
+    :class:`JobHeld`; the transient "spooling input" hold does not.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        ads = job_ads(schedd, f"ClusterId == {cluster}")
+        if not ads:
+            return None
+        for ad in ads:
+            if ad["JobStatus"] == JobStatus.HELD and ad.get("HoldReasonCode") != SPOOLING_HOLD_CODE:
+                if JobStatus.HELD in wanted:
+                    continue
+                raise JobHeld(
+                    f"{cluster}.{ad['ProcId']}", ad.get("HoldReason", "?"), ad.get("HoldReasonCode")
+                )
+        if all(ad["JobStatus"] in wanted for ad in ads):
+            return ads[-1]
+        if time.monotonic() > deadline:
+            states = sorted({JobStatus(ad["JobStatus"]).name for ad in ads})
+            raise TimeoutError(f"cluster {cluster} still {states} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def remove(
+    schedd: htcondor2.Schedd, constraint: str, reason: str = "removed by remote-jobqueue"
+) -> None:
+    schedd.act(htcondor2.JobAction.Remove, constraint, reason=reason)

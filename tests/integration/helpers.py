@@ -1,0 +1,50 @@
+"""Small helpers the integration tests share: run code as a facility user, submit test jobs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from remote_jobqueue.facility import lifecycle
+from remote_jobqueue.facility.config import FacilityConfig
+
+
+def user_env(cfg: FacilityConfig, user: str) -> dict[str, str]:
+    return {**os.environ, **lifecycle.env(cfg, user)}
+
+
+def run_as(
+    cfg: FacilityConfig, user: str, code: str, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run Python ``code`` in a fresh process with ``user``'s client settings.
+
+    A fresh process per user matters: the bindings cache security sessions per process, so
+    "bob" in the same process as "alice" could ride on alice's authenticated session.
+    """
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=user_env(cfg, user),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def python_job(code: str, **extra: str) -> dict[str, str]:
+    """A submit description running ``code`` with this project's own Python at a site."""
+    quoted = textwrap.dedent(code).strip().replace("'", "''").replace('"', '""')
+    return {
+        "executable": sys.executable,
+        "transfer_executable": "false",
+        "arguments": f"\"-c '{quoted}'\"",
+        "output": "out.txt",
+        "error": "err.txt",
+        "should_transfer_files": "YES",
+        "when_to_transfer_output": "ON_EXIT",
+        "request_cpus": "1",
+        "request_memory": "256",
+        "job_machine_attrs": "SiteName",
+        **extra,
+    }
