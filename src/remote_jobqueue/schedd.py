@@ -30,6 +30,10 @@ class ScheddUnreachable(ConnectionError):
     """The collector or the schedd does not answer (or refuses us)."""
 
 
+class InvalidSubmission(ValueError):
+    """HTCondor refused the submit description itself."""
+
+
 class JobHeld(RuntimeError):
     """A job went on hold; ``reason`` is HTCondor's HoldReason."""
 
@@ -69,6 +73,8 @@ def submit(schedd: htcondor2.Schedd, description: dict[str, str], count: int = 1
         result = schedd.submit(htcondor2.Submit(description), count=count, spool=True)
         schedd.spool(result)
     except Exception as err:
+        if "Failed to create job ad" in str(err):
+            raise InvalidSubmission(f"the schedd refused the job description: {err}") from err
         raise ScheddUnreachable(f"submitting to the schedd failed: {err}") from err
     return result.cluster()
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from remote_jobqueue.facility import lifecycle
 from remote_jobqueue.facility.config import FacilityConfig
@@ -32,13 +33,19 @@ def run_as(
     )
 
 
-def python_job(code: str, **extra: str) -> dict[str, str]:
-    """A submit description running ``code`` with this project's own Python at a site."""
-    quoted = textwrap.dedent(code).strip().replace("'", "''").replace('"', '""')
+def python_job(code: str, workdir: Path, **extra: str) -> dict[str, str]:
+    """A submit description running ``code`` with this project's own Python at a site.
+
+    The code travels as an input file (spooled with the job), the interpreter is the one the
+    pool bind-mounts from the host.
+    """
+    (workdir / "job.py").write_text(textwrap.dedent(code).strip() + "\n")
     return {
         "executable": sys.executable,
         "transfer_executable": "false",
-        "arguments": f"\"-c '{quoted}'\"",
+        "arguments": "job.py",
+        "transfer_input_files": "job.py",
+        "initialdir": str(workdir),
         "output": "out.txt",
         "error": "err.txt",
         "should_transfer_files": "YES",
@@ -48,3 +55,11 @@ def python_job(code: str, **extra: str) -> dict[str, str]:
         "job_machine_attrs": "SiteName",
         **extra,
     }
+
+
+def job_environment(env: dict[str, str]) -> str:
+    """HTCondor's quoted environment syntax for values without spaces or quotes."""
+    for key, value in env.items():
+        if any(c in value for c in " '\""):
+            raise ValueError(f"{key}: values with spaces or quotes need escaping")
+    return '"' + " ".join(f"{k}={v}" for k, v in env.items()) + '"'

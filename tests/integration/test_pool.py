@@ -44,9 +44,9 @@ def test_job_runs_at_the_named_site_and_its_output_comes_back(facility, alice, s
     """
     desc = python_job(
         code,
+        tmp_path,
         requirements=f'TARGET.SiteName == "{site}"',
         environment='"RJQ_SITE=$$(SiteName)"',
-        initialdir=str(tmp_path),
     )
     cluster = sched.submit(alice, desc)
     sched.wait_for_status(alice, cluster, {sched.JobStatus.COMPLETED}, timeout=120)
@@ -59,7 +59,8 @@ def test_job_runs_at_the_named_site_and_its_output_comes_back(facility, alice, s
 
 
 def test_bob_cannot_remove_alices_job(facility, alice, tmp_path):
-    desc = python_job("import time; time.sleep(600)", initialdir=str(tmp_path), hold="true")
+    # It never matches, so it stays idle in the queue for as long as the test needs it.
+    desc = python_job("pass", tmp_path, requirements='TARGET.SiteName == "T2_NOWHERE"')
     cluster = sched.submit(alice, desc)
     try:
         attempt = run_as(

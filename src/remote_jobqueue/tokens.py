@@ -1,0 +1,372 @@
+"""OIDC bearer tokens (WLCG profile): discovery, atomic storage, validation, refresh, exchange.
+
+Every part of the project handles tokens, so the rules live here once: find a token the way
+every WLCG tool does, write it so that no reader ever sees a partial or world-readable file,
+validate it against the issuer's published keys, and never let a token reach a log line or an
+exception message (use :func:`redact`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+#: The WLCG profile's "any resource" audience. Not accepted implicitly: list it if you mean it.
+WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
+#: RFC 8693 names.
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+class TokenError(Exception):
+    """Base of every token problem; messages never contain a token."""
+
+
+class ExpiredToken(TokenError):
+    """The token was valid once: refreshing it may help."""
+
+
+class InvalidToken(TokenError):
+    """The token can never be accepted here (malformed, forged, meant for someone else)."""
+
+
+class BadSignature(InvalidToken):
+    """Not signed by any key the issuer publishes."""
+
+
+class WrongIssuer(InvalidToken):
+    """Signed fine, but claims to come from another issuer."""
+
+
+class WrongAudience(InvalidToken):
+    """Meant for another resource."""
+
+
+class IssuerUnavailable(TokenError):
+    """Discovery or JWKS could not be fetched: the token is neither good nor bad yet."""
+
+
+class TokenRequestError(TokenError):
+    """The token endpoint refused a request (``error`` is the OAuth2 error code)."""
+
+    def __init__(self, error: str, description: str = "", status: int | None = None) -> None:
+        self.error = error
+        self.description = description
+        self.status = status
+        super().__init__(f"{error}: {description}" if description else error)
+
+
+# Discovery ------------------------------------------------------------------------------------
+
+
+def _read_token_file(path: str | os.PathLike[str]) -> str | None:
+    try:
+        token = Path(path).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
+        return None
+    return token or None
+
+
+def discover_bearer_token(
+    environ: Mapping[str, str] = os.environ,
+    *,
+    uid: int | None = None,
+    tmp_dir: str | os.PathLike[str] = "/tmp",
+) -> str | None:
+    """Find the caller's token in the WLCG bearer-token discovery order.
+
+    ``BEARER_TOKEN``, ``BEARER_TOKEN_FILE``, ``$XDG_RUNTIME_DIR/bt_u<euid>``, ``/tmp/bt_u<euid>``.
+    A step that is unset, empty or names a missing file falls through to the next, so a stale
+    variable does not hide a good token further down.
+    """
+    uid = os.geteuid() if uid is None else uid
+    token = environ.get("BEARER_TOKEN", "").strip()
+    if token:
+        return token
+    candidates: list[str | os.PathLike[str]] = []
+    if environ.get("BEARER_TOKEN_FILE"):
+        candidates.append(environ["BEARER_TOKEN_FILE"])
+    if environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}")
+    candidates.append(Path(tmp_dir) / f"bt_u{uid}")
+    for path in candidates:
+        found = _read_token_file(path)
+        if found:
+            return found
+    return None
+
+
+# Storage --------------------------------------------------------------------------------------
+
+
+def write_private_file(
+    path: str | os.PathLike[str],
+    data: str | bytes,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600 from the first byte.
+
+    A temporary file in the same directory (so ``os.replace`` is atomic) is created 0600 by
+    ``mkstemp``, optionally chowned *before* it becomes visible (a root spawner writing a
+    user's token), fsynced, renamed, and the directory fsynced so the rename survives a crash.
+    """
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            if uid is not None or gid is not None:
+                os.fchown(f.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_token_file(
+    path: str | os.PathLike[str],
+    token: str,
+    *,
+    uid: int | None = None,
+    gid: int | None = None,
+) -> None:
+    """Store a token for ``BEARER_TOKEN_FILE`` readers: atomic, 0600, no trailing newline."""
+    write_private_file(path, token.strip(), uid=uid, gid=gid)
+
+
+# Inspection -----------------------------------------------------------------------------------
+
+
+def redact(token: str | None) -> str:
+    """A loggable stand-in for a token: a short prefix and a fingerprint to correlate lines.
+
+    Short strings get no prefix at all, so the result never contains a whole token.
+    """
+    if not token:
+        return "<no token>"
+    fingerprint = hashlib.sha256(token.encode()).hexdigest()[:8]
+    prefix = token[:6] if len(token) >= 20 else ""
+    return f"{prefix}…#{fingerprint}"
+
+
+def token_claims_unverified(token: str) -> dict[str, Any]:
+    """Claims of a JWT *without* checking anything: only for decisions like "refresh now?"."""
+    try:
+        return jwt.decode(token, options={"verify_signature": False})
+    except jwt.DecodeError as err:
+        raise InvalidToken(f"malformed token ({redact(token)})") from err
+
+
+# Validation -----------------------------------------------------------------------------------
+
+
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.load(response)
+    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as err:
+        raise IssuerUnavailable(f"cannot fetch {url}: {err}") from err
+
+
+def fetch_discovery(issuer: str, *, timeout: float = 10.0) -> dict[str, Any]:
+    """The issuer's OpenID discovery document, checked to really be about ``issuer``."""
+    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    doc = _get_json(url, timeout)
+    if doc.get("issuer") != issuer:
+        raise IssuerUnavailable(
+            f"discovery at {url} names issuer {doc.get('issuer')!r}, expected {issuer!r}"
+        )
+    return doc
+
+
+class TokenValidator:
+    """Validate access tokens of one issuer for one resource (audience).
+
+    Discovery and the JWKS are fetched lazily and cached (``PyJWKClient`` refetches on an
+    unknown ``kid``, so key rotation works), which keeps construction free of network I/O.
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str | Sequence[str],
+        *,
+        algorithms: Sequence[str] = ("RS256", "ES256"),
+        leeway: float = 10.0,
+        timeout: float = 10.0,
+        jwks_lifespan: float = 300.0,
+    ) -> None:
+        self.issuer = issuer
+        self.audience = [audience] if isinstance(audience, str) else list(audience)
+        self.algorithms = list(algorithms)
+        self.leeway = leeway
+        self.timeout = timeout
+        self.jwks_lifespan = jwks_lifespan
+        self._jwks: jwt.PyJWKClient | None = None
+        self._lock = threading.Lock()
+
+    def _jwks_client(self) -> jwt.PyJWKClient:
+        with self._lock:
+            if self._jwks is None:
+                doc = fetch_discovery(self.issuer, timeout=self.timeout)
+                self._jwks = jwt.PyJWKClient(
+                    doc["jwks_uri"],
+                    cache_keys=True,
+                    lifespan=self.jwks_lifespan,
+                    timeout=self.timeout,
+                )
+            return self._jwks
+
+    def _signing_key(self, token: str) -> jwt.PyJWK:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError as err:
+            raise InvalidToken("malformed token") from err
+        if header.get("alg") not in self.algorithms:
+            raise InvalidToken(f"algorithm {header.get('alg')!r} not allowed")
+        kid = header.get("kid")
+        if not kid:
+            raise InvalidToken("token header has no kid")
+        try:
+            return self._jwks_client().get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError as err:
+            raise IssuerUnavailable(f"cannot fetch the JWKS of {self.issuer}: {err}") from err
+        except jwt.PyJWKClientError as err:
+            raise BadSignature(f"no key with kid {kid!r} published by {self.issuer}") from err
+
+    def validate(self, token: str) -> dict[str, Any]:
+        """Return the claims of a token good for us, or raise a :class:`TokenError` subclass."""
+        key = self._signing_key(token)
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "iss", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as err:
+            raise ExpiredToken("token expired") from err
+        except jwt.InvalidSignatureError as err:
+            raise BadSignature("bad signature") from err
+        except jwt.InvalidIssuerError as err:
+            iss = token_claims_unverified(token).get("iss")
+            raise WrongIssuer(f"wrong issuer {iss!r}, expected {self.issuer!r}") from err
+        except jwt.InvalidAudienceError as err:
+            aud = token_claims_unverified(token).get("aud")
+            raise WrongAudience(f"wrong audience {aud!r}, expected one of {self.audience}") from err
+        except jwt.MissingRequiredClaimError as err:
+            raise InvalidToken(f"missing claim {err.claim!r}") from err
+        except jwt.ImmatureSignatureError as err:
+            raise InvalidToken("token not valid yet (nbf/iat in the future)") from err
+        except jwt.PyJWTError as err:
+            raise InvalidToken(f"invalid token: {type(err).__name__}") from err
+
+    async def avalidate(self, token: str) -> dict[str, Any]:
+        """:meth:`validate` off the event loop (fetching keys blocks)."""
+        return await asyncio.to_thread(self.validate, token)
+
+
+# Token endpoint client ------------------------------------------------------------------------
+
+
+def token_request(
+    token_endpoint: str,
+    form: Mapping[str, str | Sequence[str]],
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """POST a grant to a token endpoint; confidential clients authenticate with HTTP Basic."""
+    fields = {k: v for k, v in form.items() if v is not None}
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    if client_secret is None:
+        fields["client_id"] = client_id
+    else:
+        quote = urllib.parse.quote
+        basic = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
+    body = urllib.parse.urlencode(fields, doseq=True).encode()
+    request = urllib.request.Request(token_endpoint, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as err:
+        try:
+            detail = json.load(err)
+        except ValueError:
+            detail = {}
+        finally:
+            err.close()
+        raise TokenRequestError(
+            detail.get("error", f"http_{err.code}"), detail.get("error_description", ""), err.code
+        ) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise IssuerUnavailable(f"cannot reach {token_endpoint}: {err}") from err
+
+
+def refresh_access_token(
+    token_endpoint: str,
+    refresh_token: str,
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    scope: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Refresh grant; keep the returned ``refresh_token`` (issuers may rotate it)."""
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": scope}
+    return token_request(
+        token_endpoint, form, client_id=client_id, client_secret=client_secret, timeout=timeout
+    )
+
+
+def exchange_token(
+    token_endpoint: str,
+    subject_token: str,
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    scope: str | None = None,
+    audience: str | Sequence[str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """RFC 8693 exchange of an access token, e.g. for a narrower scope or another audience."""
+    form: dict[str, Any] = {
+        "grant_type": TOKEN_EXCHANGE_GRANT,
+        "subject_token": subject_token,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "requested_token_type": ACCESS_TOKEN_TYPE,
+        "scope": scope,
+        "audience": [audience] if isinstance(audience, str) else audience,
+    }
+    return token_request(
+        token_endpoint, form, client_id=client_id, client_secret=client_secret, timeout=timeout
+    )
