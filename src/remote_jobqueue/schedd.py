@@ -42,6 +42,14 @@ class JobHeld(RuntimeError):
         self.job_id, self.reason, self.code = job_id, reason, code
 
 
+def use_config(path: str) -> None:
+    """Point the bindings at another client configuration (they read it once, at import)."""
+    import os
+
+    os.environ["CONDOR_CONFIG"] = path
+    htcondor2.reload_config()
+
+
 def locate(collector: str | None, schedd_name: str | None) -> htcondor2.Schedd:
     """Return a Schedd located through ``collector`` (None: the configured COLLECTOR_HOST)."""
     try:
