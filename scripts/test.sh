@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src tests benchmarks examples
-.venv/bin/ruff format --check src tests benchmarks examples
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 # Belt and braces: the session fixture takes the facility down; make sure nothing is left.
