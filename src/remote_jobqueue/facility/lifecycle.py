@@ -57,6 +57,34 @@ def preflight(cfg: FacilityConfig) -> None:
         )
 
 
+def facility_ports(cfg: FacilityConfig) -> dict[int, str]:
+    return {
+        cfg.collector_port: "HTCondor collector",
+        cfg.origin_port: "XRootD origin",
+        cfg.cache_port: "XRootD cache",
+        cfg.issuer_port: "OIDC issuer",
+    }
+
+
+def check_ports_free(cfg: FacilityConfig, address: str | None = None) -> None:
+    """Fail clearly if another program holds a port the facility needs."""
+    import socket
+
+    taken = []
+    for port, what in facility_ports(cfg).items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address or "0.0.0.0", port))
+            except OSError:
+                taken.append(f"{port} ({what})")
+    if taken:
+        raise FacilityError(
+            f"ports taken by another program: {', '.join(taken)}. Stop it (`ss -ltnp` shows "
+            "which), or run `remote-jobqueue facility down` if it is an earlier facility."
+        )
+
+
 def _is_mounted(path: Path) -> bool:
     target = os.path.realpath(path)
     with open("/proc/self/mounts") as f:
@@ -66,6 +94,8 @@ def _is_mounted(path: Path) -> bool:
 def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     cfg = cfg or FacilityConfig()
     preflight(cfg)
+    if not any(lifecycle_pids(cfg)):
+        check_ports_free(cfg)
     started = time.monotonic()
     root = rootfs.ensure_rootfs(cfg, log=log)
     for path in (cfg.state_dir, cfg.logs, cfg.run):
@@ -87,6 +117,13 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     cpus = condor.wait_for_sites(cfg)
     log(f"facility up in {time.monotonic() - started:.0f} s; sites: {cpus}")
     return cfg
+
+
+def lifecycle_pids(cfg: FacilityConfig) -> list[int]:
+    """Pids of daemons a previous `up` started (an `up` on a running facility is a no-op)."""
+    if not cfg.run.exists():
+        return []
+    return [pid for f in cfg.run.glob("*.pid") if (pid := processes.pid_of(f.stem, cfg.run))]
 
 
 def current_root(cfg: FacilityConfig) -> Path | None:
