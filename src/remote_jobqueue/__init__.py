@@ -1,3 +1,26 @@
 """Dask clusters at remote HTCondor sites, reached through an SSH gateway."""
 
+from . import config as _config  # noqa: F401 - registers the Dask config defaults
+from .cluster import RemoteHTCondorCluster
+from .errors import (
+    ClusterLost,
+    GatewayError,
+    ImpossibleResources,
+    RemoteJobqueueError,
+    SchedulerJobHeld,
+    StartTimeout,
+    UnknownSite,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ClusterLost",
+    "GatewayError",
+    "ImpossibleResources",
+    "RemoteHTCondorCluster",
+    "RemoteJobqueueError",
+    "SchedulerJobHeld",
+    "StartTimeout",
+    "UnknownSite",
+]

@@ -136,7 +136,7 @@ def role_config(cfg: FacilityConfig, site: Site) -> str:
         f"MASTER_NAME = {site.name.lower()}",
     ]
     if not site.private:
-        lines += [f"SCHEDD_NAME = hub@{cfg.uid_domain}"]
+        lines += [f"SCHEDD_NAME = {cfg.schedd_name}"]
     return "\n".join(lines) + "\n"
 
 

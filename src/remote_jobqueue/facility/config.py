@@ -48,6 +48,8 @@ class FacilityConfig:
     origin_port: int = 11094
     cache_port: int = 11095
     issuer_port: int = 18443
+    gateway_port: int = 12222
+    schedd_name: str = "hub@rjq.test"
     users: tuple[str, ...] = ("alice", "bob")
     sites: tuple[Site, ...] = field(
         default_factory=lambda: (
@@ -76,6 +78,10 @@ class FacilityConfig:
     @property
     def issuer_url(self) -> str:
         return f"http://{self.hub_address}:{self.issuer_port}"
+
+    @property
+    def gateway(self) -> str:
+        return f"{self.hub_address}:{self.gateway_port}"
 
     @property
     def origin_url(self) -> str:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import condor, network, processes, rootfs
+from . import condor, gateway_service, network, processes, rootfs
 from .config import FacilityConfig
 
 
@@ -57,12 +57,32 @@ def preflight(cfg: FacilityConfig) -> None:
         )
 
 
+def write_hosts_file(cfg: FacilityConfig) -> Path:
+    """/etc/hosts for the chroot: this machine's name must resolve without DNS.
+
+    Inside a site's namespace there is no DNS server; HTCondor's start-up lookup of the host
+    name would otherwise retry for minutes (holding the GIL when it happens in the bindings).
+    """
+    import socket
+
+    path = cfg.state_dir / "hosts"
+    names = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{socket.gethostname()}"]
+    names += [
+        f"{s.address}\t{s.name.lower().replace('_', '-')}.{cfg.uid_domain}" for s in cfg.sites
+    ]
+    names += ["::1\tlocalhost ip6-localhost ip6-loopback"]
+    path.write_text("\n".join(names) + "\n")
+    path.chmod(0o644)
+    return path
+
+
 def facility_ports(cfg: FacilityConfig) -> dict[int, str]:
     return {
         cfg.collector_port: "HTCondor collector",
         cfg.origin_port: "XRootD origin",
         cfg.cache_port: "XRootD cache",
         cfg.issuer_port: "OIDC issuer",
+        cfg.gateway_port: "SSH gateway",
     }
 
 
@@ -106,12 +126,15 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     if not _is_mounted(root / "proc"):
         rootfs.mount_runtime(root, host_binds())
         rootfs.bind_writable(root, cfg.state_dir)
+        rootfs.bind_file(root, write_hosts_file(cfg), "/etc/hosts")
     log("starting the HTCondor pool …")
     condor.up(cfg, root)
     from . import issuer, xrootd
 
     log("starting the OIDC issuer …")
     issuer.up(cfg)
+    log("starting the SSH gateway …")
+    gateway_service.up(cfg)
     log("starting XRootD (origin and caches) …")
     xrootd.up(cfg)
     cpus = condor.wait_for_sites(cfg)
@@ -140,7 +163,8 @@ def down(cfg: FacilityConfig | None = None, log=print) -> None:
     root = current_root(cfg)
     from . import issuer, xrootd
 
-    for part, stop in (("XRootD", xrootd.down), ("issuer", issuer.down)):
+    parts = (("XRootD", xrootd.down), ("gateway", gateway_service.down), ("issuer", issuer.down))
+    for part, stop in parts:
         try:
             stop(cfg)
         except Exception as err:
@@ -170,20 +194,63 @@ def status(cfg: FacilityConfig | None = None) -> dict:
             for s in cfg.sites
         },
         "issuer": issuer.status(cfg),
+        "gateway": gateway_service.status(cfg),
         "xrootd": xrootd.status(cfg),
     }
 
 
+def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
+    """The facility's sites as a `remote-jobqueue.sites` Dask config section."""
+    host_key = gateway_service.public_host_key(cfg)
+    return {
+        site.name: {
+            "collector": cfg.collector,
+            "schedd": cfg.schedd_name,
+            "requirements": f'TARGET.SiteName == "{site.name}"',
+            "cache": cfg.cache_url_for(site.name),
+            "gateway": cfg.gateway,
+            "gateway-host-key": host_key,
+            "label": f"HTCondor-{site.name}",
+        }
+        for site in cfg.sites
+    }
+
+
+def client_dask_config(cfg: FacilityConfig, user: str) -> dict:
+    return {
+        "remote-jobqueue": {
+            "sites": site_catalogue(cfg),
+            "token-file": str(cfg.user_dir(user) / "bearer-token"),
+        }
+    }
+
+
 def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str]:
-    """What a client process of ``user`` needs to use the facility."""
+    """What a client process of ``user`` needs: HTCondor, gateway, token, sites and data settings.
+
+    Writes the user's Dask config (the site catalogue) and a fresh bearer token (0600) into the
+    user's private directory; the environment only names files, never holds a token.
+    """
+    import yaml
+
+    from ..data import cache_environment, write_proxy_plugin_conf
+    from ..tokens import write_token_file
+    from . import issuer
+
     cfg = cfg or FacilityConfig()
     if user not in cfg.users:
         raise FacilityError(f"unknown user {user!r}; the facility has {', '.join(cfg.users)}")
-    from ..data import cache_environment, write_proxy_plugin_conf
-
+    udir = cfg.user_dir(user)
+    dask_dir = udir / "dask"
+    dask_dir.mkdir(parents=True, exist_ok=True)
+    (dask_dir / "remote-jobqueue.yaml").write_text(yaml.safe_dump(client_dask_config(cfg, user)))
+    token = issuer.password_grant(cfg, user, audience=gateway_service.GATEWAY_AUDIENCE)
+    write_token_file(udir / "bearer-token", token["access_token"])
     plugin_dir = write_proxy_plugin_conf(cfg.state_dir / "xrootd" / "client-plugins")
     return {
-        "CONDOR_CONFIG": str(cfg.user_dir(user) / "condor_config"),
+        "CONDOR_CONFIG": str(udir / "condor_config"),
+        "DASK_CONFIG": str(dask_dir),
+        "BEARER_TOKEN_FILE": str(udir / "bearer-token"),
         "RJQ_FACILITY_USER": user,
         "RJQ_ISSUER_URL": cfg.issuer_url,
         "RJQ_XROOTD_ORIGIN": cfg.origin_url,

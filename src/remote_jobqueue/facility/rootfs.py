@@ -166,6 +166,14 @@ def mount_runtime(root: Path, binds: list[Path]) -> None:
         _run(["mount", "-o", "remount,bind,ro", str(inside)], f"read-only {host_path}")
 
 
+def bind_file(root: Path, source: Path, inside: str) -> None:
+    """Show ``source`` at ``inside`` in the chroot, without touching the cached file beneath."""
+    target = root / inside.lstrip("/")
+    if not target.exists():
+        target.touch()
+    _run(["mount", "--bind", str(source), str(target)], f"bind-mounting {source} on {inside}")
+
+
 def bind_writable(root: Path, host_path: Path) -> None:
     inside = root / str(host_path).lstrip("/")
     inside.mkdir(parents=True, exist_ok=True)

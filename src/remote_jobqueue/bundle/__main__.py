@@ -1,0 +1,140 @@
+"""`python -m remote_jobqueue.bundle bundle.json`: the scheduler job at the site.
+
+Input files arrive in the job's scratch directory: ``bundle.json`` (no secrets), the user's
+HTCondor token (to submit worker jobs) and bearer token (to dial the gateway), both 0600.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from ..spec import DASHBOARD_PORT, SCHEDULER_PORT, BundleSpec
+
+logger = logging.getLogger("remote_jobqueue.bundle")
+
+CONDOR_TOKEN = "condor-token"
+BEARER_TOKEN = "bearer-token"
+
+
+def site_address(collector: str | None) -> str:
+    """Our address on the site network: the one that routes towards the collector."""
+    target = (collector or "10.255.255.255:9").rsplit(":", 1)[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((target, 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def setup_condor_client(spec: BundleSpec, scratch: Path) -> None:
+    """Client settings for submitting worker jobs as the user, with the token we were given."""
+    token_dir = scratch / ".condor-tokens"
+    token_dir.mkdir(mode=0o700, exist_ok=True)
+    src = scratch / CONDOR_TOKEN
+    if src.exists():
+        dst = token_dir / "token"
+        src.replace(dst)
+        dst.chmod(0o600)
+    config = scratch / ".condor_config"
+    config.write_text(
+        f"COLLECTOR_HOST = {spec.collector}\n"
+        "SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS\n"
+        f"SEC_TOKEN_DIRECTORY = {token_dir}\n"
+    )
+    os.environ["CONDOR_CONFIG"] = str(config)
+
+
+async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path | None) -> int:
+    from distributed import Scheduler
+
+    from .agent import SiteAgent
+    from .backends import HTCondorBackend, LocalBackend
+
+    host = "127.0.0.1" if local else site_address(spec.collector)
+    options = {"dashboard_address": f"{host}:0", **spec.scheduler_options}
+    scheduler = await Scheduler(host=host, port=0, **options)
+    dashboard = scheduler.http_server.port if scheduler.http_server else None
+    logger.info("scheduler at %s, dashboard port %s", scheduler.address, dashboard)
+
+    if local:
+        backend = LocalBackend(spec.worker, spec.cluster_id, scratch)
+    else:
+        backend = HTCondorBackend(spec.worker, spec.cluster_id, spec.collector, spec.schedd)
+    agent = SiteAgent(
+        scheduler, backend, spec.cluster_id, processes=spec.worker.processes, lease=spec.lease
+    )
+    agent.install()
+
+    forwarder = None
+    if spec.gateway:
+        from ..gateway.forwarder import ReverseForwarder
+
+        token_file = scratch / BEARER_TOKEN
+        services = {SCHEDULER_PORT: (host, scheduler.port)}
+        if dashboard:
+            services[DASHBOARD_PORT] = (host, dashboard)
+        forwarder = ReverseForwarder(
+            gateway=spec.gateway,
+            known_host_key=spec.gateway_host_key,
+            token_source=lambda: token_file.read_text().strip(),
+            cluster_id=spec.cluster_id,
+            services=services,
+        )
+        await forwarder.start()
+    if address_file is not None:
+        tmp = address_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"scheduler": scheduler.address, "dashboard_port": dashboard}))
+        tmp.replace(address_file)
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # HTCondor sends SIGTERM when the job is removed: take the workers with us.
+        loop.add_signal_handler(
+            sig, lambda s=sig: asyncio.ensure_future(agent.shutdown(f"received {s.name}"))
+        )
+    if spec.n_workers:
+        await agent.handle_scale(spec.n_workers)
+    await scheduler.finished()
+    if forwarder is not None:
+        await forwarder.close()
+    logger.info("bundle done: %s", agent.close_reason or "scheduler closed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m remote_jobqueue.bundle")
+    parser.add_argument("spec", type=Path, help="bundle.json")
+    parser.add_argument("--local", action="store_true", help="workers as local processes")
+    parser.add_argument("--address-file", type=Path, help="write the scheduler address here")
+    args = parser.parse_args(argv)
+    # `kill -USR1` shows where a stuck bundle is, in the job's stderr.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    spec = BundleSpec.from_json(args.spec.read_text())
+    scratch = args.spec.resolve().parent
+    for secret in (scratch / CONDOR_TOKEN, scratch / BEARER_TOKEN):
+        if secret.exists():
+            secret.chmod(0o600)
+    if not args.local:
+        setup_condor_client(spec, scratch)
+        # Load the bindings now, not inside the event loop: their start-up blocks the process.
+        import htcondor2  # noqa: F401
+    return asyncio.run(run(spec, scratch, args.local, args.address_file))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""What a cluster is made of, as plain data: the worker job template and the bundle's spec.
+
+The client builds a :class:`BundleSpec` and ships it to the site as a JSON input file (never a
+token in it); the bundle's site agent builds worker jobs from its :class:`WorkerSpec`. Keeping
+both as data makes `job_script()` and the bundle agree on what a worker job is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dask.utils import format_bytes, parse_bytes
+
+from .errors import ImpossibleResources
+
+#: Logical ports the bundle forwards through the gateway.
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker *job*: ``processes`` Dask workers sharing ``cores`` and ``memory``."""
+
+    cores: int = 1
+    memory: int = 2 * 2**30
+    processes: int = 1
+    disk: int = 2**30
+    python: str = sys.executable
+    worker_extra_args: tuple[str, ...] = ()
+    job_extra_directives: dict[str, str] = field(default_factory=dict)
+    requirements: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    death_timeout: int = 60
+
+    @classmethod
+    def build(
+        cls,
+        cores: int,
+        memory: str | int,
+        processes: int | None,
+        disk: str | int,
+        **kwargs: Any,
+    ) -> WorkerSpec:
+        try:
+            mem = parse_bytes(memory) if isinstance(memory, str) else int(memory)
+            dsk = parse_bytes(disk) if isinstance(disk, str) else int(disk)
+        except ValueError as err:
+            raise ImpossibleResources(
+                f"cannot read a size from {memory!r} / {disk!r}: {err}"
+            ) from err
+        processes = processes or 1
+        if int(cores) < 1:
+            raise ImpossibleResources(f"cores must be at least 1, not {cores}")
+        if mem < 64 * 2**20:
+            raise ImpossibleResources(f"memory {format_bytes(mem)} is too small for a Dask worker")
+        if processes < 1 or processes > int(cores):
+            raise ImpossibleResources(
+                f"processes must be between 1 and cores ({cores}), not {processes}"
+            )
+        return cls(cores=int(cores), memory=mem, processes=processes, disk=dsk, **kwargs)
+
+    @property
+    def threads_per_process(self) -> int:
+        return max(1, self.cores // self.processes)
+
+    @property
+    def memory_mb(self) -> int:
+        return math.ceil(self.memory / 2**20)
+
+    def worker_args(self, scheduler_address: str, name: str) -> list[str]:
+        args = [
+            "-m",
+            "distributed.cli.dask_worker",
+            scheduler_address,
+            "--name",
+            name,
+            "--nthreads",
+            str(self.threads_per_process),
+            "--memory-limit",
+            str(self.memory // self.processes),
+            "--death-timeout",
+            str(self.death_timeout),
+            "--no-dashboard",
+        ]
+        if self.processes > 1:
+            args += ["--nworkers", str(self.processes)]
+        return [*args, *self.worker_extra_args]
+
+    def submit_description(self, scheduler_address: str, cluster_id: str) -> dict[str, str]:
+        """The HTCondor submit description of worker jobs (one per ProcId)."""
+        name = f"{cluster_id}-$(ClusterId).$(ProcId)"
+        desc = {
+            "universe": "vanilla",
+            "executable": self.python,
+            "transfer_executable": "false",
+            "arguments": condor_arguments(self.worker_args(scheduler_address, name)),
+            "request_cpus": str(self.cores),
+            "request_memory": f"{self.memory_mb}",
+            "request_disk": f"{math.ceil(self.disk / 1024)}",
+            "output": "worker-$(ClusterId).$(ProcId).out",
+            "error": "worker-$(ClusterId).$(ProcId).err",
+            "should_transfer_files": "YES",
+            "when_to_transfer_output": "ON_EXIT_OR_EVICT",
+            "+RjqClusterId": json.dumps(cluster_id),
+            "+RjqRole": '"worker"',
+            "job_machine_attrs": "SiteName",
+        }
+        if self.requirements:
+            desc["requirements"] = self.requirements
+        if self.environment:
+            desc["environment"] = condor_environment(self.environment)
+        desc.update({k: str(v) for k, v in self.job_extra_directives.items()})
+        return desc
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["worker_extra_args"] = list(self.worker_extra_args)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerSpec:
+        return cls(**{**data, "worker_extra_args": tuple(data.get("worker_extra_args", ()))})
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """Everything the bundle needs at the site; shipped as ``bundle.json`` (no secrets)."""
+
+    cluster_id: str
+    site: str
+    worker: WorkerSpec
+    collector: str | None = None
+    schedd: str | None = None
+    gateway: str | None = None
+    gateway_host_key: str | None = None
+    lease: float = 120.0
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    n_workers: int = 0
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["worker"] = self.worker.to_json()
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> BundleSpec:
+        data = json.loads(text)
+        data["worker"] = WorkerSpec.from_json(data["worker"])
+        return cls(**data)
+
+
+def condor_arguments(argv: list[str]) -> str:
+    """HTCondor's "new" argument syntax: double-quoted, single quotes around each argument."""
+    parts = []
+    for arg in argv:
+        escaped = arg.replace('"', '""').replace("'", "''")
+        parts.append(f"'{escaped}'" if any(c in arg for c in " \t'\"") or not arg else escaped)
+    return '"' + " ".join(parts) + '"'
+
+
+def condor_environment(env: dict[str, str]) -> str:
+    """HTCondor's "new" environment syntax."""
+    parts = []
+    for key, value in env.items():
+        escaped = value.replace('"', '""').replace("'", "''")
+        parts.append(
+            f"{key}='{escaped}'" if any(c in value for c in " \t'\"") else f"{key}={escaped}"
+        )
+    return '"' + " ".join(parts) + '"'
+
+
+def shell_preview(argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in argv)

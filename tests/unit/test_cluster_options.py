@@ -1,0 +1,99 @@
+"""Bad input fails at construction, at once, with a message that says what to do.
+
+Specification: an unknown site names the known ones; impossible worker sizes are refused
+before anything is submitted; defaults come from Dask config; HTCondor's quoting is right.
+"""
+
+from __future__ import annotations
+
+import dask.config
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remote_jobqueue import ImpossibleResources, RemoteHTCondorCluster, UnknownSite, sites
+from remote_jobqueue.spec import WorkerSpec, condor_arguments
+
+
+def test_unknown_site_names_the_known_ones():
+    sites_cfg = {"remote-jobqueue.sites": {"T2_A": {"schedd": "s"}}}
+    with dask.config.set(sites_cfg), pytest.raises(UnknownSite, match="T2_A") as info:
+        RemoteHTCondorCluster(site="T2_NOWHERE")
+    assert "T2_NOWHERE" in str(info.value)
+
+
+def test_random_picks_a_configured_remote_site():
+    with dask.config.set({"remote-jobqueue.sites": {"T2_A": {}, "T2_B": {}}}):
+        assert {sites.resolve("random").name for _ in range(30)} == {"T2_A", "T2_B"}
+
+
+def test_site_choices_read_as_in_the_notebook():
+    with dask.config.set({"remote-jobqueue.sites": {"T2_A": {}}}):
+        assert sites.choices() == [
+            ("random", "random site"),
+            ("T2_A", "HTCondor-T2_A"),
+            ("local", "Local"),
+        ]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cores": 0}, "cores must be at least 1"),
+        ({"memory": "1 MiB"}, "too small"),
+        ({"memory": "plenty"}, "cannot read a size"),
+        ({"cores": 2, "processes": 3}, "processes must be between"),
+    ],
+)
+def test_impossible_worker_sizes_are_refused(kwargs, message):
+    with pytest.raises(ImpossibleResources, match=message):
+        RemoteHTCondorCluster(site="local", **kwargs)
+
+
+def test_a_remote_site_without_gateway_is_refused():
+    sites_cfg = {"remote-jobqueue.sites": {"T2_A": {"schedd": "s"}}}
+    with dask.config.set(sites_cfg), pytest.raises(Exception, match="no gateway"):
+        RemoteHTCondorCluster(site="T2_A")
+
+
+def test_defaults_come_from_dask_config():
+    with dask.config.set({"remote-jobqueue.cores": 3, "remote-jobqueue.memory": "6 GiB"}):
+        spec = WorkerSpec.build(cores=3, memory="6 GiB", processes=None, disk="1 GiB")
+        assert dask.config.get("remote-jobqueue.cores") == 3
+    assert spec.memory_mb == 6144 and spec.threads_per_process == 3
+
+
+def _parse_condor_arguments(text: str) -> list[str]:
+    """A reference reader of HTCondor's new argument syntax (as the manual describes it)."""
+    assert text[0] == text[-1] == '"'
+    body, args, cur, quoted, i, started = text[1:-1], [], "", False, 0, False
+    while i < len(body):
+        c = body[i]
+        if c == '"' and body[i + 1 : i + 2] == '"':
+            cur, i, started = cur + '"', i + 2, True
+            continue
+        if c == "'":
+            if quoted and body[i + 1 : i + 2] == "'":
+                cur, i = cur + "'", i + 2
+                continue
+            quoted, started = not quoted, True
+        elif c == " " and not quoted:
+            if started:
+                args.append(cur)
+            cur, started = "", False
+        else:
+            cur, started = cur + c, True
+        i += 1
+    if started:
+        args.append(cur)
+    return args
+
+
+@given(
+    st.lists(
+        st.text(alphabet=st.characters(codec="ascii", blacklist_categories=("Cc",)), max_size=12),
+        max_size=5,
+    )
+)
+def test_condor_arguments_keep_every_argument_intact(argv):
+    assert _parse_condor_arguments(condor_arguments(argv)) == argv
