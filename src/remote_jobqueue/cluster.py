@@ -188,6 +188,8 @@ class RemoteHTCondorCluster(Cluster):
             "when_to_transfer_output": "ON_EXIT_OR_EVICT",
             "+RjqClusterId": json.dumps(self.cluster_id),
             "+RjqRole": '"scheduler"',
+            # Spooled jobs would wait in the queue for their output to be fetched: don't.
+            "leave_in_queue": "false",
             "job_machine_attrs": "SiteName",
         }
         if self.site.requirements:
@@ -287,7 +289,8 @@ class RemoteHTCondorCluster(Cluster):
             coll = coll or htcondor2.Collector()
             return coll.query(
                 htcondor2.AdTypes.Startd,
-                constraint=self.site.requirements or "true",
+                # In a collector query the machine ad is MY, not TARGET.
+                constraint=(self.site.requirements or "true").replace("TARGET.", "MY."),
                 projection=["TotalSlotCpus", "TotalSlotMemory", "Cpus", "Memory", "SiteName"],
             )
 

@@ -109,6 +109,8 @@ class WorkerSpec:
             "when_to_transfer_output": "ON_EXIT_OR_EVICT",
             "+RjqClusterId": json.dumps(cluster_id),
             "+RjqRole": '"worker"',
+            # Spooled jobs would wait in the queue for their output to be fetched: don't.
+            "leave_in_queue": "false",
             "job_machine_attrs": "SiteName",
         }
         if self.requirements:

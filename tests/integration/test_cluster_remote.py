@@ -1,0 +1,281 @@
+"""`RemoteHTCondorCluster` at a real site of the facility, reached only through the gateway.
+
+Specification (issue "RemoteHTCondorCluster"):
+1. at T2_A (a site behind NAT): start, scale(3) gives three workers at T2_A, a computation is
+   right, adapt grows and shrinks the worker jobs, and after close() no job is left;
+2. the dashboard answers through the tunnel, and the scheduler's site address cannot be reached
+   from the hub side;
+3. bob's token cannot reach alice's cluster; expired and foreign tokens are refused;
+4. an unknown site, impossible resources and a held job each fail fast with the reason, leaving
+   nothing in the schedd;
+5. a client killed with SIGKILL leaves nothing behind once the lease has run out;
+6. a scheduler job removed from outside gives a clear error, and nothing hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import dask.config
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from dask.distributed import Client
+
+from remote_jobqueue import (
+    ClusterLost,
+    ImpossibleResources,
+    RemoteHTCondorCluster,
+    SchedulerJobHeld,
+    UnknownSite,
+)
+from remote_jobqueue import schedd as sched
+from remote_jobqueue.facility import gateway_service, issuer, lifecycle
+from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
+
+from .helpers import user_env
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def alice(facility, monkeypatch):
+    """This process acts as alice: her client settings, token file and site catalogue."""
+    env = lifecycle.env(facility, "alice")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sched.use_config(env["CONDOR_CONFIG"])
+    settings = lifecycle.client_dask_config(facility, "alice")["remote-jobqueue"]
+    with dask.config.set({f"remote-jobqueue.{key}": value for key, value in settings.items()}):
+        yield env
+
+
+def jobs_of(facility, cluster_id: str) -> list:
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', ["RjqRole", "JobStatus"])
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def worker_addresses(client: Client) -> set[str]:
+    def where() -> str:
+        import socket
+
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("10.213.77.1", 9))
+        return s.getsockname()[0]
+
+    return set(client.run(where).values())
+
+
+def test_a_cluster_at_a_private_site_scales_computes_adapts_and_leaves_nothing(facility, alice):
+    with RemoteHTCondorCluster(site="T2_A", cores=1, memory="1 GiB", quiet=True) as cluster:
+        cluster_id = cluster.cluster_id
+        cluster.scale(3)
+        with Client(cluster) as client:
+            client.wait_for_workers(3, timeout=120)
+            assert worker_addresses(client) == {facility.site("T2_A").address}
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+            assert (
+                client.map(lambda x: x * x, range(10))
+                and sum(client.gather(client.map(lambda x: x * x, range(10)))) == 285
+            )
+            workers = [ad for ad in jobs_of(facility, cluster_id) if ad["RjqRole"] == "worker"]
+            assert len(workers) == 3
+
+            cluster.scale(0)
+            wait_until(lambda: not cluster.scheduler_info["workers"], 60, "scale down to 0")
+            cluster.adapt(minimum=0, maximum=3)
+            futures = client.map(time.sleep, [1.0] * 40, pure=False)
+            wait_until(lambda: len(cluster.scheduler_info["workers"]) >= 2, 120, "adapt grows")
+            client.gather(futures)
+            del futures
+            wait_until(lambda: cluster.jobs()["target"] == 0, 120, "adapt shrinks")
+            wait_until(lambda: not cluster.jobs()["jobs"], 60, "worker jobs removed")
+    wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job of the cluster left")
+
+
+def test_the_dashboard_answers_through_the_tunnel_and_the_site_is_closed(facility, alice):
+    with RemoteHTCondorCluster(site="T2_A", quiet=True) as cluster:
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as response:
+            assert response.status == 200
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        with Client(cluster) as client:
+            real = client.scheduler_info()["address"]  # the scheduler's own, at the site
+        host, port = real.removeprefix("tcp://").rsplit(":", 1)
+        assert host == facility.site("T2_A").address
+        with pytest.raises(OSError):
+            socket.create_connection((host, int(port)), timeout=3).close()
+
+
+def _tunnel(facility, token: str, cluster_id: str) -> Tunnel:
+    return Tunnel(
+        gateway=facility.gateway,
+        known_host_key=gateway_service.public_host_key(facility),
+        token_source=lambda: token,
+        cluster_id=cluster_id,
+        services=(8786,),
+        connect_wait=2,
+    )
+
+
+async def _reaches_scheduler(tunnel: Tunnel) -> bool:
+    import asyncio
+
+    host, port = tunnel.local_address(8786).split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    try:
+        from distributed.core import rpc
+
+        async with rpc(f"tcp://{host}:{port}", timeout=5) as r:
+            await asyncio.wait_for(r.identity(), 8)
+        return True
+    except Exception:
+        return False
+    finally:
+        writer.close()
+
+
+def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
+    import asyncio
+
+    with RemoteHTCondorCluster(site="T2_A", quiet=True) as cluster:
+        cid = cluster.cluster_id
+        aud = gateway_service.GATEWAY_AUDIENCE
+
+        async def scenario() -> None:
+            alice_token = issuer.password_grant(facility, "alice", audience=aud)["access_token"]
+            async with _tunnel(facility, alice_token, cid) as own:
+                assert await _reaches_scheduler(own), "alice must reach her own cluster"
+            bob_token = issuer.password_grant(facility, "bob", audience=aud)["access_token"]
+            async with _tunnel(facility, bob_token, cid) as foreign:
+                assert not await _reaches_scheduler(foreign), "bob reached alice's cluster"
+
+            expired = issuer.password_grant(facility, "alice", audience=aud, expires_in=1)
+            await asyncio.sleep(12)  # past the validator's leeway
+            with pytest.raises(TunnelAuthError):
+                await _tunnel(facility, expired["access_token"], cid).start(timeout=10)
+
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            now = int(time.time())
+            forged = jwt.encode(
+                {
+                    "iss": "https://elsewhere.example",
+                    "sub": "alice",
+                    "aud": aud,
+                    "preferred_username": "alice",
+                    "iat": now,
+                    "exp": now + 600,
+                },
+                key,
+                algorithm="RS256",
+            )
+            with pytest.raises(TunnelAuthError):
+                await _tunnel(facility, forged, cid).start(timeout=10)
+
+        asyncio.run(scenario())
+
+
+def test_an_unknown_site_fails_at_once(facility, alice):
+    started = time.monotonic()
+    with pytest.raises(UnknownSite, match="T2_A"):
+        RemoteHTCondorCluster(site="T2_ATLANTIS")
+    assert time.monotonic() - started < 5
+
+
+def test_impossible_resources_fail_fast_and_submit_nothing(facility, alice):
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    before = len(sched.job_ads(schedd, "true"))
+    started = time.monotonic()
+    with pytest.raises(ImpossibleResources, match="10000 cores"):
+        RemoteHTCondorCluster(site="T2_A", cores=10_000, quiet=True)
+    assert time.monotonic() - started < 15
+    assert len(sched.job_ads(schedd, "true")) == before
+
+
+def test_a_held_scheduler_job_raises_its_hold_reason(facility, alice):
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    started = time.monotonic()
+    with pytest.raises(SchedulerJobHeld, match="held on purpose by the test") as info:
+        RemoteHTCondorCluster(
+            site="T2_B",
+            quiet=True,
+            job_extra_directives={
+                "periodic_hold": "true",
+                "periodic_hold_reason": '"held on purpose by the test"',
+            },
+        )
+    assert time.monotonic() - started < 30
+    cluster = info.value.job_id.split(".")[0]
+    wait_until(lambda: not sched.job_ads(schedd, f"ClusterId == {cluster}"), 30, "held job removed")
+
+
+def test_a_killed_client_leaves_nothing_once_the_lease_runs_out(facility, alice):
+    code = textwrap.dedent(
+        """
+        import sys, time
+        from remote_jobqueue import RemoteHTCondorCluster
+        cluster = RemoteHTCondorCluster(site="T2_A", lease=10, quiet=True)
+        cluster.scale(2)
+        cluster.sync(cluster._wait_for_workers, 2, timeout=120)
+        print(cluster.cluster_id, flush=True)
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=user_env(facility, "alice"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cluster_id = proc.stdout.readline().strip()
+        assert cluster_id.startswith("rjq-"), "the client did not start its cluster"
+        assert len(jobs_of(facility, cluster_id)) == 3
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_until(lambda: not jobs_of(facility, cluster_id), 10 + 60, "jobs gone after the lease")
+
+
+def test_a_scheduler_job_removed_from_outside_gives_a_clear_error(facility, alice):
+    cluster = RemoteHTCondorCluster(site="T2_LOCAL", quiet=True)
+    try:
+        schedd = sched.locate(facility.collector, facility.schedd_name)
+        sched.remove(schedd, f"ClusterId == {cluster.job_id.split('.')[0]}", "removed by the test")
+        wait_until(lambda: cluster.lost, 30, "the client notices")
+        assert "removed by the test" in cluster.lost or "ended" in cluster.lost
+        with pytest.raises(ClusterLost, match=cluster.job_id):
+            cluster.scale(2)
+    finally:
+        started = time.monotonic()
+        cluster.close()
+        assert time.monotonic() - started < 60
+    wait_until(lambda: not jobs_of(facility, cluster.cluster_id), 30, "nothing left")
+
+
+def test_repr_and_job_script_say_where_the_cluster_is(facility, alice):
+    with RemoteHTCondorCluster(site="T2_B", quiet=True) as cluster:
+        text = repr(cluster)
+        assert "T2_B" in text and "running" in text
+        assert 'TARGET.SiteName == "T2_B"' in cluster.job_script()
+        html = cluster._repr_html_()
+        assert "HTCondor-T2_B" in html
+    json.dumps(cluster.bundle_spec().to_json())
