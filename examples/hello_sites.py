@@ -20,6 +20,7 @@ from remote_jobqueue import schedd as sched
 from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
 from remote_jobqueue.facility import dataset, lifecycle
 from remote_jobqueue.facility.config import FacilityConfig
+from remote_jobqueue.spec import condor_environment
 
 JOB = """\
 import json, os, socket, runpy, sys, io, contextlib
@@ -65,9 +66,7 @@ def main() -> int:
             "output": "out.txt",
             "error": "err.txt",
             "requirements": f'TARGET.SiteName == "{site.name}"',
-            "environment": '"'
-            + " ".join(f"{k}={v}" for k, v in {**env, "RJQ_SITE": "$$(SiteName)"}.items())
-            + '"',
+            "environment": condor_environment({**env, "RJQ_SITE": "$$(SiteName)"}),
             "request_cpus": "1",
             "request_memory": "512",
         }

@@ -55,11 +55,3 @@ def python_job(code: str, workdir: Path, **extra: str) -> dict[str, str]:
         "job_machine_attrs": "SiteName",
         **extra,
     }
-
-
-def job_environment(env: dict[str, str]) -> str:
-    """HTCondor's quoted environment syntax for values without spaces or quotes."""
-    for key, value in env.items():
-        if any(c in value for c in " '\""):
-            raise ValueError(f"{key}: values with spaces or quotes need escaping")
-    return '"' + " ".join(f"{k}={v}" for k, v in env.items()) + '"'

@@ -13,8 +13,9 @@ import pytest
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
 from remote_jobqueue.facility import condor, dataset
+from remote_jobqueue.spec import condor_environment
 
-from .helpers import job_environment, python_job
+from .helpers import python_job
 
 
 @pytest.mark.parametrize("site", ["T2_A", "T2_B"])
@@ -34,7 +35,7 @@ def test_a_job_at_a_site_reads_through_the_nearest_cache(facility, site, tmp_pat
         code,
         tmp_path,
         requirements=f'TARGET.SiteName == "{site}"',
-        environment=job_environment(env),
+        environment=condor_environment(env),
     )
     with condor._client_env(facility, "alice"):
         schedd = sched.locate(facility.collector, "hub@rjq.test")
