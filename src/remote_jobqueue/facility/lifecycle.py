@@ -114,10 +114,15 @@ def _is_mounted(path: Path) -> bool:
 def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     cfg = cfg or FacilityConfig()
     preflight(cfg)
-    if not any(lifecycle_pids(cfg)):
-        check_ports_free(cfg)
     started = time.monotonic()
     root = rootfs.ensure_rootfs(cfg, log=log)
+    if _is_mounted(root / "proc") and rootfs.missing_binds(root, host_binds()):
+        # Started for another checkout or virtualenv. Site daemons live in their network
+        # namespaces' own mount namespaces, which new binds do not reach: start afresh.
+        log("the running facility cannot see this checkout's Python: restarting it …")
+        down(cfg, log=log)
+    if not any(lifecycle_pids(cfg)):
+        check_ports_free(cfg)
     for path in (cfg.state_dir, cfg.logs, cfg.run):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o755)

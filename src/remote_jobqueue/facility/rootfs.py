@@ -154,7 +154,12 @@ def mount_runtime(root: Path, binds: list[Path]) -> None:
     ]
     for argv in plan:
         _run(argv, " ".join(argv))
-    for host_path in binds:
+    ensure_binds(root, binds)
+
+
+def ensure_binds(root: Path, binds: list[Path]) -> None:
+    """Bind ``binds`` read-only into the chroot at the same paths, skipping those already there."""
+    for host_path in missing_binds(root, binds):
         inside = root / str(host_path).lstrip("/")
         inside.mkdir(parents=True, exist_ok=True)
         # Parents we create inside the chroot must be traversable by job users.
@@ -164,6 +169,19 @@ def mount_runtime(root: Path, binds: list[Path]) -> None:
             parent = parent.parent
         _run(["mount", "--bind", str(host_path), str(inside)], f"bind-mounting {host_path}")
         _run(["mount", "-o", "remount,bind,ro", str(inside)], f"read-only {host_path}")
+
+
+def missing_binds(root: Path, binds: list[Path]) -> list[Path]:
+    """The host paths of ``binds`` not visible in the chroot (neither mounted nor below a mount)."""
+    mounted = set(_mounts_below(root))
+    missing = []
+    for host_path in binds:
+        inside = root / str(host_path).lstrip("/")
+        # Every bind shows a host path at the same path inside, so one below a mount is visible.
+        covering = [p for p in (inside, *inside.parents) if root in p.parents]
+        if not any(os.path.realpath(p) in mounted for p in covering):
+            missing.append(host_path)
+    return missing
 
 
 def bind_file(root: Path, source: Path, inside: str) -> None:
