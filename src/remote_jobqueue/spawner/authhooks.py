@@ -1,0 +1,70 @@
+"""Hub side: refresh a user's access token *before* it expires, for OAuthenticator.
+
+OAuthenticator only refreshes after the provider rejects a token. Set
+``c.GenericOAuthenticator.refresh_user_hook = RefreshAhead(margin=...)`` and a short
+``c.Authenticator.auth_refresh_age``: every authenticated request (the refresher's pull of
+auth_state is one) then renews a token that is within its renewal window, a few seconds ahead
+of the refresher's own window (`expiry.HUB_LEAD`), so the refresher finds the new token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..tokens import TokenError, redact
+from .expiry import HUB_LEAD, lifetime_and_expiry, refresh_due
+
+#: Users must hold what their server token asks for (`mixin.SERVER_SCOPES`).
+USER_ROLE = {"name": "user", "scopes": ["self", "admin:auth_state!user"]}
+
+
+class RefreshAhead:
+    """A ``refresh_user_hook``: renew with the refresh token when ``exp`` is near.
+
+    Returns True (token good for a while, or issuer briefly unreachable while it is still
+    valid), False (refresh refused and the token is dead: log in again), or the new auth model.
+    """
+
+    def __init__(self, margin: float = 300.0, lead: float = HUB_LEAD) -> None:
+        self.margin = margin
+        self.lead = lead
+
+    async def __call__(
+        self, authenticator: Any, user: Any, auth_state: dict[str, Any] | None
+    ) -> bool | dict[str, Any] | None:
+        token = (auth_state or {}).get("access_token")
+        if not token:
+            return None  # nothing we understand: OAuthenticator's own logic decides
+        try:
+            if not refresh_due(token, self.margin, lead=self.lead):
+                return True
+            alive = lifetime_and_expiry(token)[1] > time.time()
+        except TokenError:
+            return None
+        refresh_token = (auth_state or {}).get("refresh_token")
+        if not refresh_token:
+            return alive
+        params = authenticator.build_refresh_token_request_params(refresh_token)
+        try:
+            token_info = await authenticator.get_token_info(None, params)
+        except Exception as err:
+            code = getattr(err, "code", None) or getattr(err, "status_code", None)
+            refused = isinstance(code, int) and 400 <= code < 500
+            authenticator.log.warning(
+                "refreshing %s's token %s failed (%s)%s",
+                user.name,
+                redact(token),
+                type(err).__name__,
+                ": login needed" if refused or not alive else "; keeping it while valid",
+            )
+            return False if refused else alive
+        token_info.setdefault("refresh_token", refresh_token)
+        # The same path as a login builds auth_state (userinfo, groups, hooks).
+        model = await authenticator._token_to_auth_model(token_info)
+        authenticator.log.info(
+            "refreshed %s's access token ahead of expiry: %s",
+            user.name,
+            redact(token_info["access_token"]),
+        )
+        return model

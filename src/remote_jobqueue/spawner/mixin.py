@@ -1,0 +1,143 @@
+"""`RemoteJobqueueSpawnerMixin`: what any JupyterHub spawner needs to give a user remote clusters.
+
+Mixed in before a concrete spawner (``class S(RemoteJobqueueSpawnerMixin, LocalProcessSpawner)``),
+it adds to the server's environment the HTCondor, gateway, site-catalogue and XRootD settings
+(`environment.py`), asks the Hub for a server token that may read the user's ``auth_state``,
+and wraps the single-user command in the refresher, which writes the access token to a 0600
+file (``BEARER_TOKEN_FILE``) and keeps it fresh for as long as the server runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .environment import ServerSettings, server_environment, without_secrets
+
+#: What the server token must be able to do: the default server scopes, plus reading the
+#: user's own auth_state (the refresher pulls fresh tokens with it).
+AUTH_STATE_SCOPE = "admin:auth_state!user"
+SERVER_SCOPES = ("users:activity!user", "access:servers!server", AUTH_STATE_SCOPE)
+
+
+def _dask_sites() -> dict[str, dict[str, str]]:
+    from .. import config
+
+    return dict(config.get("sites") or {})
+
+
+class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
+    """Token file, refresher and remote-jobqueue settings for any spawner (mix in first)."""
+
+    sites = Dict(
+        help="""Site catalogue offered to the user (name -> collector, schedd, requirements,
+        cache, gateway, gateway-host-key, label), as in the `remote-jobqueue.sites` Dask config.
+        Default: that Dask config section as the Hub process sees it.""",
+    ).tag(config=True)
+
+    @default("sites")
+    def _sites_default(self) -> dict[str, dict[str, str]]:
+        return _dask_sites()
+
+    default_site = Unicode(
+        None, allow_none=True, help="`remote-jobqueue.site` for the user (e.g. 'random')."
+    ).tag(config=True)
+    gateway = Unicode(
+        None, allow_none=True, help="host:port of the SSH gateway (default: the sites' own)."
+    ).tag(config=True)
+    gateway_host_key = Unicode(
+        None, allow_none=True, help="The gateway's public host key (OpenSSH format), pinned."
+    ).tag(config=True)
+    collector = Unicode(
+        None,
+        allow_none=True,
+        help="HTCondor COLLECTOR_HOST for the server; default: the first site's collector.",
+    ).tag(config=True)
+
+    @default("collector")
+    def _collector_default(self) -> str | None:
+        return next((s["collector"] for s in self.sites.values() if s.get("collector")), None)
+
+    condor_auth_methods = Unicode(
+        "SCITOKENS", help="SEC_CLIENT_AUTHENTICATION_METHODS for the user's HTCondor client."
+    ).tag(config=True)
+    condor_ca_file = Unicode(
+        None,
+        allow_none=True,
+        help="CA certificate the HTCondor client trusts for the schedd's SSL (SciTokens need it).",
+    ).tag(config=True)
+    condor_settings = Dict(
+        help="More HTCondor client settings, passed as _CONDOR_<NAME> environment variables."
+    ).tag(config=True)
+    xrootd_cache = Unicode(
+        None, allow_none=True, help="root://host:port of the XRootD cache nearest the Hub."
+    ).tag(config=True)
+    xrootd_origin = Unicode(
+        None, allow_none=True, help="root://host:port of the data origin (RJQ_XROOTD_ORIGIN)."
+    ).tag(config=True)
+    runtime_dir = Unicode(
+        "/run/remote-jobqueue/{username}",
+        help="""Private directory (0700, the user's) of the server's token file and XRootD plugin
+        conf; ``{username}`` is replaced.""",
+    ).tag(config=True)
+    token_file_name = Unicode("bearer-token", help="Name of the token file in runtime_dir.").tag(
+        config=True
+    )
+    refresh_margin = Float(
+        300.0,
+        help="""Renew the token this many seconds before it expires (at most half its
+        lifetime). Use the same value for `RefreshAhead` on the authenticator.""",
+    ).tag(config=True)
+    refresher = Bool(
+        True, help="Wrap the single-user command in the token refresher (keep this on)."
+    ).tag(config=True)
+    refresher_python = Unicode(
+        sys.executable, help="Python of the user's server that has remote_jobqueue installed."
+    ).tag(config=True)
+
+    # The server token must read the user's auth_state to pull fresh tokens.
+    @default("server_token_scopes")
+    def _server_token_scopes_default(self) -> list[str]:
+        return list(SERVER_SCOPES)
+
+    def remote_jobqueue_settings(self) -> ServerSettings:
+        return ServerSettings(
+            runtime_dir=self.runtime_dir.format(username=self.user.name),
+            token_file_name=self.token_file_name,
+            sites=dict(self.sites),
+            default_site=self.default_site,
+            gateway=self.gateway,
+            gateway_host_key=self.gateway_host_key,
+            collector=self.collector,
+            condor_auth_methods=self.condor_auth_methods,
+            condor_ca_file=self.condor_ca_file,
+            condor_settings={k: str(v) for k, v in self.condor_settings.items()},
+            xrootd_cache=self.xrootd_cache,
+            xrootd_origin=self.xrootd_origin,
+            refresh_margin=self.refresh_margin,
+        )
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()  # type: ignore[misc]
+        env.update(server_environment(self.remote_jobqueue_settings()))
+        env, dropped = without_secrets(env)
+        if dropped:
+            self.log.warning("not passing credentials to %s's server: %s", self.user.name, dropped)
+        return env
+
+    def refresher_command(self, cmd: list[str]) -> list[str]:
+        """``cmd`` started by the refresher launcher, which then execs it (same pid)."""
+        return [self.refresher_python, "-m", "remote_jobqueue.spawner.refresher", "--", *cmd]
+
+    async def start(self) -> Any:
+        if not self.refresher:
+            return await super().start()  # type: ignore[misc]
+        original = list(self.cmd)  # type: ignore[has-type]
+        self.cmd = self.refresher_command(original)
+        try:
+            return await super().start()  # type: ignore[misc]
+        finally:
+            self.cmd = original
