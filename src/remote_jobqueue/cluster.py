@@ -41,7 +41,7 @@ from .spec import DASHBOARD_PORT, SCHEDULER_PORT, BundleSpec, WorkerSpec, condor
 
 logger = logging.getLogger("remote_jobqueue")
 
-BUNDLE_INPUTS = ("bundle.json", "condor-token", "bearer-token")
+BUNDLE_INPUTS = ("bundle.json", "condor-token", "bearer-token", "condor-ca.pem")
 
 
 class RemoteAdaptive:
@@ -251,6 +251,7 @@ class RemoteHTCondorCluster(Cluster):
         condor_token = self._condor_token()
         write_private_file(inputs / "condor-token", condor_token or "")
         write_private_file(inputs / "bearer-token", bearer or "")
+        (inputs / "condor-ca.pem").write_text(self._condor_ca())
         self._inputs = inputs
         return inputs
 
@@ -266,6 +267,16 @@ class RemoteHTCondorCluster(Cluster):
                 if text:
                     return text
         return None
+
+    def _condor_ca(self) -> str:
+        """The CA of the schedd's SSL certificate (SciTokens run over SSL), for the bundle."""
+        import htcondor2
+
+        path = htcondor2.param.get("AUTH_SSL_CLIENT_CAFILE")
+        try:
+            return Path(path).read_text() if path else ""
+        except OSError:
+            return ""
 
     def _bearer_token(self) -> str:
         from .tokens import discover_bearer_token

@@ -23,6 +23,7 @@ logger = logging.getLogger("remote_jobqueue.bundle")
 
 CONDOR_TOKEN = "condor-token"
 BEARER_TOKEN = "bearer-token"
+CONDOR_CA = "condor-ca.pem"
 
 
 def site_address(collector: str | None) -> str:
@@ -37,20 +38,35 @@ def site_address(collector: str | None) -> str:
 
 
 def setup_condor_client(spec: BundleSpec, scratch: Path) -> None:
-    """Client settings for submitting worker jobs as the user, with the token we were given."""
+    """Client settings for submitting worker jobs as the user, with the token we were given.
+
+    An HTCondor IDTOKEN if the client had one; otherwise the bearer token itself, as a
+    SciToken (over SSL, trusting the CA the client trusts).
+    """
     token_dir = scratch / ".condor-tokens"
     token_dir.mkdir(mode=0o700, exist_ok=True)
     src = scratch / CONDOR_TOKEN
+    idtoken = src.exists() and src.stat().st_size > 0
     if src.exists():
         dst = token_dir / "token"
         src.replace(dst)
         dst.chmod(0o600)
+    lines = [f"COLLECTOR_HOST = {spec.collector}"]
+    if idtoken:
+        lines += [
+            "SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS",
+            f"SEC_TOKEN_DIRECTORY = {token_dir}",
+        ]
+    else:
+        lines += [
+            "SEC_CLIENT_AUTHENTICATION_METHODS = SCITOKENS",
+            f"SCITOKENS_FILE = {scratch / BEARER_TOKEN}",
+        ]
+    ca = scratch / CONDOR_CA
+    if ca.exists() and ca.stat().st_size > 0:
+        lines.append(f"AUTH_SSL_CLIENT_CAFILE = {ca}")
     config = scratch / ".condor_config"
-    config.write_text(
-        f"COLLECTOR_HOST = {spec.collector}\n"
-        "SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS\n"
-        f"SEC_TOKEN_DIRECTORY = {token_dir}\n"
-    )
+    config.write_text("\n".join(lines) + "\n")
     os.environ["CONDOR_CONFIG"] = str(config)
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import processes
+from . import processes, scitokens
 from .config import FacilityConfig, Site
 
 CONDOR_DIRS = ("log", "lock", "spool", "execute", "run", "cred_dir")
@@ -137,6 +137,7 @@ def role_config(cfg: FacilityConfig, site: Site) -> str:
     ]
     if not site.private:
         lines += [f"SCHEDD_NAME = {cfg.schedd_name}"]
+        return "\n".join(lines) + "\n" + scitokens.schedd_config(cfg)
     return "\n".join(lines) + "\n"
 
 
@@ -147,6 +148,7 @@ def client_config(cfg: FacilityConfig, user: str) -> str:
 COLLECTOR_HOST = {cfg.collector}
 SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_TOKEN_DIRECTORY = {token_dir}
+AUTH_SSL_CLIENT_CAFILE = {scitokens.ca_file(cfg)}
 UID_DOMAIN = {cfg.uid_domain}
 FILESYSTEM_DOMAIN = {cfg.uid_domain}
 """
@@ -255,6 +257,7 @@ def setup_identities(cfg: FacilityConfig, root: Path) -> None:
 
 def up(cfg: FacilityConfig, root: Path) -> None:
     write_configs(cfg, root)
+    scitokens.setup(cfg, *_chroot_uid(root, "condor"))
     hub = next(s for s in cfg.sites if not s.private)
     start_role(cfg, root, hub)
     wait_for_pool_key(cfg)
