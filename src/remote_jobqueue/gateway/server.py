@@ -670,6 +670,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--issuer", help="OIDC issuer URL whose access tokens are accepted")
     p.add_argument("--audience", action="append", help="accepted audience (repeatable)")
     p.add_argument("--identity-claim", default="preferred_username")
+    p.add_argument(
+        "--hub-api-url",
+        help="also accept JupyterHub API tokens, checked at this Hub API (…/hub/api)",
+    )
+    p.add_argument("--hub-token-ttl", type=float, default=60.0, help="cache Hub answers (s)")
     p.add_argument("--print-host-key", action="store_true", help="print the public key and exit")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -677,7 +682,12 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace) -> None:
     validator = TokenValidator(args.issuer, args.audience)
-    authenticator = JWTAuthenticator(validator, identity_claim=args.identity_claim)
+    authenticator: Authenticator = JWTAuthenticator(validator, identity_claim=args.identity_claim)
+    if args.hub_api_url:
+        from .hubauth import HubTokenAuthenticator
+
+        hub = HubTokenAuthenticator(args.hub_api_url, ttl=args.hub_token_ttl)
+        authenticator = ChainAuthenticator(authenticator, hub)
     host, port = parse_host_port(args.listen)
     gateway, _ = await serve(host, port, args.host_key, authenticator)
     stop = asyncio.Event()
