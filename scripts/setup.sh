@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# g++: ROOT's C++ interpreter needs the C/C++ headers and a compiler driver to find them.
 SYSTEM_PACKAGES=(debootstrap iproute2 nftables xrootd-server xrootd-server-plugins
-                 xrootd-client xrootd-client-plugins curl)
+                 xrootd-client xrootd-client-plugins curl g++)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (the facility needs namespaces, chroot and mounts)" >&2

@@ -116,6 +116,12 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     preflight(cfg)
     started = time.monotonic()
     root = rootfs.ensure_rootfs(cfg, log=log)
+    running = current_root(cfg) if cfg.state_dir.exists() else None
+    if running is not None and running != root and _is_mounted(running / "proc"):
+        # Started from an older recipe: jobs would not see what the new one installs.
+        log("the running facility uses an older root file system: restarting it …")
+        down(cfg, log=log)
+        rootfs.prune_old(cfg, keep=root)
     if _is_mounted(root / "proc") and rootfs.missing_binds(root, host_binds()):
         # Started for another checkout or virtualenv. Site daemons live in their network
         # namespaces' own mount namespaces, which new binds do not reach: start afresh.

@@ -22,6 +22,9 @@ from .config import FacilityConfig
 RECIPE_VERSION = 3
 #: Libraries the host's Python needs inside the chroot (jobs run the project's own Python).
 PYTHON_RUNTIME_PACKAGES = ("libnsl2", "libtirpc3t64", "ca-certificates", "procps")
+#: What ROOT's C++ interpreter needs on a worker node: the C and C++ headers, and a compiler
+#: driver it asks where they are. Without them every RDataFrame in a job fails to JIT.
+ANALYSIS_PACKAGES = ("g++",)
 
 
 class ProvisioningError(RuntimeError):
@@ -32,7 +35,7 @@ def cache_key(cfg: FacilityConfig) -> str:
     recipe = {
         "version": RECIPE_VERSION,
         "suite": cfg.suite,
-        "packages": sorted({*cfg.condor_packages, *PYTHON_RUNTIME_PACKAGES}),
+        "packages": sorted({*cfg.condor_packages, *PYTHON_RUNTIME_PACKAGES, *ANALYSIS_PACKAGES}),
         "users": list(cfg.users),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
@@ -94,7 +97,7 @@ def ensure_rootfs(cfg: FacilityConfig, log=print) -> Path:
         "apt-get update in the chroot",
         env=env,
     )
-    packages = [*cfg.condor_packages, *PYTHON_RUNTIME_PACKAGES]
+    packages = [*cfg.condor_packages, *PYTHON_RUNTIME_PACKAGES, *ANALYSIS_PACKAGES]
     _run(
         [
             "chroot",
@@ -116,11 +119,11 @@ def ensure_rootfs(cfg: FacilityConfig, log=print) -> Path:
     (building / "root").chmod(0o755)
     (building / ".rjq-ready").write_text(json.dumps({"key": cache_key(cfg)}))
     building.rename(target)
-    _prune_old(cfg, keep=target)
+    prune_old(cfg, keep=target)
     return target
 
 
-def _prune_old(cfg: FacilityConfig, keep: Path) -> None:
+def prune_old(cfg: FacilityConfig, keep: Path) -> None:
     """Remove root file systems of older recipes (nothing may be mounted in them)."""
     for path in cfg.cache_dir.glob(f"rootfs-{cfg.suite}-*"):
         if path != keep and path.is_dir() and not _mounts_below(path):
