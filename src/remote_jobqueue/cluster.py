@@ -40,6 +40,9 @@ from .progress import StartProgress
 from .spec import DASHBOARD_PORT, SCHEDULER_PORT, BundleSpec, WorkerSpec, condor_arguments
 
 logger = logging.getLogger("remote_jobqueue")
+#: HTCondor starts jobs without PATH; whatever runs a tool by name needs one (ROOT's C++
+#: interpreter asks ``c++`` where the system headers are, or fails to JIT in every job).
+JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 BUNDLE_INPUTS = ("bundle.json", "condor-token", "bearer-token", "condor-ca.pem")
 
@@ -105,7 +108,11 @@ class RemoteHTCondorCluster(Cluster):
             worker_extra_args=tuple(config.get("worker-extra-args", worker_extra_args) or ()),
             job_extra_directives=extra,
             requirements=self.site.requirements,
-            environment=self._data_environment(),
+            # Local processes keep the caller's PATH.
+            environment={
+                **self._data_environment(),
+                **({} if self.site.is_local else {"PATH": JOB_PATH}),
+            },
         )
         self.scheduler_options = dict(config.get("scheduler-options", scheduler_options) or {})
         self.gateway = config.get("gateway", gateway) or self.site.gateway
