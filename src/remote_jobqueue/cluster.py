@@ -45,6 +45,9 @@ logger = logging.getLogger("remote_jobqueue")
 JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 BUNDLE_INPUTS = ("bundle.json", "condor-token", "bearer-token", "condor-ca.pem")
+#: What the scheduler itself asks for (a resident worker's share comes on top).
+SCHEDULER_MEMORY_MB = 1024
+SCHEDULER_DISK_KB = 2**20
 
 
 class RemoteAdaptive:
@@ -84,6 +87,7 @@ class RemoteHTCondorCluster(Cluster):
         gateway_host_key: str | None = None,
         lease: float | None = None,
         n_workers: int = 0,
+        resident_worker: bool | None = None,
         token_file: str | os.PathLike | None = None,
         condor_token_dir: str | os.PathLike | None = None,
         start_timeout: float | None = None,
@@ -123,6 +127,9 @@ class RemoteHTCondorCluster(Cluster):
         self.start_timeout = float(config.get("start-timeout", start_timeout))
         self.idle_grace = float(config.get("idle-grace", idle_grace))
         self.n_workers = n_workers
+        self.resident_worker = bool(config.get("resident-worker", resident_worker)) and (
+            not self.site.is_local
+        )
         self.token_file = config.get("token-file", token_file)
         self.condor_token_dir = config.get("condor-token-dir", condor_token_dir)
         if not self.site.is_local and not self.gateway:
@@ -177,6 +184,7 @@ class RemoteHTCondorCluster(Cluster):
             lease=self.lease,
             scheduler_options=self.scheduler_options,
             n_workers=self.n_workers,
+            resident_worker=self.resident_worker,
         )
 
     def scheduler_job_description(self) -> dict[str, str]:
@@ -186,9 +194,7 @@ class RemoteHTCondorCluster(Cluster):
             "transfer_executable": "false",
             "arguments": condor_arguments(["-m", "remote_jobqueue.bundle", "bundle.json"]),
             "transfer_input_files": ",".join(BUNDLE_INPUTS),
-            "request_cpus": "1",
-            "request_memory": "1024",
-            "request_disk": "1048576",
+            **self._scheduler_job_resources(),
             "output": "scheduler.out",
             "error": "scheduler.err",
             "should_transfer_files": "YES",
@@ -207,6 +213,20 @@ class RemoteHTCondorCluster(Cluster):
             desc["environment"] = condor_environment(self.worker_spec.environment)
         desc.update({k: str(v) for k, v in self.worker_spec.job_extra_directives.items()})
         return desc
+
+    def _scheduler_job_resources(self) -> dict[str, str]:
+        """One core and 1 GiB for the scheduler; with a resident worker, that worker's share too."""
+        cpus, memory_mb, disk_kb = 1, SCHEDULER_MEMORY_MB, SCHEDULER_DISK_KB
+        if self.resident_worker:
+            spec = self.worker_spec
+            cpus = spec.cores
+            memory_mb += spec.memory_mb
+            disk_kb += math.ceil(spec.disk / 1024)
+        return {
+            "request_cpus": str(cpus),
+            "request_memory": str(memory_mb),
+            "request_disk": str(disk_kb),
+        }
 
     def job_script(self) -> str:
         """The submit descriptions of the scheduler job and of a worker job, for reading."""
@@ -324,11 +344,19 @@ class RemoteHTCondorCluster(Cluster):
         max_cpus = max(int(ad.get("TotalSlotCpus", ad.get("Cpus", 0))) for ad in ads)
         max_mem = max(int(ad.get("TotalSlotMemory", ad.get("Memory", 0))) for ad in ads)
         spec = self.worker_spec
+        sched_mem = int(self._scheduler_job_resources()["request_memory"])
+        largest = f"the largest has {max_cpus} cores and {format_bytes(max_mem * 2**20)}"
         if spec.cores > max_cpus or spec.memory_mb > max_mem:
             raise ImpossibleResources(
                 f"no machine at site {self.site.name} can run a worker job of {spec.cores} cores "
-                f"and {format_bytes(spec.memory)}: the largest has {max_cpus} cores and "
-                f"{format_bytes(max_mem * 2**20)}. Ask for less per job and scale out instead."
+                f"and {format_bytes(spec.memory)}: {largest}. Ask for less per job and scale out "
+                "instead."
+            )
+        if sched_mem > max_mem:
+            raise ImpossibleResources(
+                f"no machine at site {self.site.name} can run the scheduler job with its resident "
+                f"worker ({format_bytes(sched_mem * 2**20)}): {largest}. Ask for less memory "
+                "per job, or pass resident_worker=False."
             )
 
     async def _start_remote(self) -> str:

@@ -144,6 +144,7 @@ class BundleSpec:
     lease: float = 120.0
     scheduler_options: dict[str, Any] = field(default_factory=dict)
     n_workers: int = 0
+    resident_worker: bool = False
 
     def to_json(self) -> str:
         data = asdict(self)

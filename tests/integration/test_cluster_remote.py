@@ -96,8 +96,10 @@ def test_a_cluster_at_a_private_site_scales_computes_adapts_and_leaves_nothing(f
                 client.map(lambda x: x * x, range(10))
                 and sum(client.gather(client.map(lambda x: x * x, range(10)))) == 285
             )
+            # The first worker runs in the scheduler job's own slot; the other two are jobs.
             workers = [ad for ad in jobs_of(facility, cluster_id) if ad["RjqRole"] == "worker"]
-            assert len(workers) == 3
+            assert len(workers) == 2
+            assert len(cluster.jobs()["jobs"]) == 3
 
             cluster.scale(0)
             wait_until(lambda: not cluster.scheduler_info["workers"], 60, "scale down to 0")
@@ -109,6 +111,17 @@ def test_a_cluster_at_a_private_site_scales_computes_adapts_and_leaves_nothing(f
             wait_until(lambda: cluster.jobs()["target"] == 0, 120, "adapt shrinks")
             wait_until(lambda: not cluster.jobs()["jobs"], 60, "worker jobs removed")
     wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job of the cluster left")
+
+
+def test_without_a_resident_worker_every_worker_is_its_own_job(facility, alice):
+    with RemoteHTCondorCluster(
+        site="T2_A", cores=1, memory="1 GiB", n_workers=1, resident_worker=False, quiet=True
+    ) as cluster:
+        with Client(cluster) as client:
+            client.wait_for_workers(1, timeout=120)
+            assert client.submit(sum, [1, 2]).result() == 3
+        roles = sorted(ad["RjqRole"] for ad in jobs_of(facility, cluster.cluster_id))
+        assert roles == ["scheduler", "worker"]
 
 
 def test_the_dashboard_answers_through_the_tunnel_and_the_site_is_closed(facility, alice):
@@ -247,7 +260,8 @@ def test_a_killed_client_leaves_nothing_once_the_lease_runs_out(facility, alice)
     try:
         cluster_id = proc.stdout.readline().strip()
         assert cluster_id.startswith("rjq-"), "the client did not start its cluster"
-        assert len(jobs_of(facility, cluster_id)) == 3
+        # The scheduler job (running one worker itself) and one worker job.
+        assert len(jobs_of(facility, cluster_id)) == 2
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()

@@ -97,3 +97,27 @@ def _parse_condor_arguments(text: str) -> list[str]:
 )
 def test_condor_arguments_keep_every_argument_intact(argv):
     assert _parse_condor_arguments(condor_arguments(argv)) == argv
+
+
+_SITE = {
+    "remote-jobqueue.sites": {"T2_A": {"schedd": "s", "collector": "c:9618", "gateway": "g:22"}}
+}
+
+
+@pytest.mark.parametrize(
+    "resident, expected",
+    [
+        # The scheduler's own core and 1 GiB, plus the share of the worker it runs itself.
+        (True, {"request_cpus": "2", "request_memory": str(1024 + 3072)}),
+        (False, {"request_cpus": "1", "request_memory": "1024"}),
+    ],
+)
+async def test_the_scheduler_job_holds_a_resident_workers_resources(resident, expected):
+    with dask.config.set(_SITE):
+        # Constructed inside a running loop and never awaited: nothing is submitted.
+        cluster = RemoteHTCondorCluster(
+            site="T2_A", cores=2, memory="3 GiB", resident_worker=resident, asynchronous=True
+        )
+    desc = cluster.scheduler_job_description()
+    assert {k: desc[k] for k in expected} == expected
+    assert cluster.bundle_spec().resident_worker is resident

@@ -74,7 +74,7 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     from distributed import Scheduler
 
     from .agent import SiteAgent
-    from .backends import HTCondorBackend, LocalBackend
+    from .backends import HTCondorBackend, LocalBackend, ResidentFirst
 
     host = "127.0.0.1" if local else site_address(spec.collector)
     options = {"dashboard_address": f"{host}:0", **spec.scheduler_options}
@@ -86,10 +86,18 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         backend = LocalBackend(spec.worker, spec.cluster_id, scratch)
     else:
         backend = HTCondorBackend(spec.worker, spec.cluster_id, spec.collector, spec.schedd)
+        if spec.resident_worker:
+            backend = ResidentFirst(LocalBackend(spec.worker, spec.cluster_id, scratch), backend)
     agent = SiteAgent(
         scheduler, backend, spec.cluster_id, processes=spec.worker.processes, lease=spec.lease
     )
     agent.install()
+    if spec.n_workers:
+        # Before dialling the gateway: workers start while the tunnel comes up.
+        try:
+            await agent.handle_scale(spec.n_workers)
+        except Exception:
+            logger.exception("starting the first %d worker(s) failed", spec.n_workers)
 
     forwarder = None
     if spec.gateway:
@@ -118,8 +126,6 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         loop.add_signal_handler(
             sig, lambda s=sig: asyncio.ensure_future(agent.shutdown(f"received {s.name}"))
         )
-    if spec.n_workers:
-        await agent.handle_scale(spec.n_workers)
     await scheduler.finished()
     if forwarder is not None:
         await forwarder.close()

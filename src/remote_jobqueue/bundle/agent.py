@@ -137,11 +137,15 @@ class SiteAgent:
             job = job_id_of(ws.name, self.cluster_id)
             if job is not None:
                 with_workers.setdefault(job, []).append(ws.address)
-        victims = [j for j in self.jobs if j not in with_workers][:count]
+        # A resident worker goes last: its slot stays allocated to the scheduler job anyway.
+        is_resident = getattr(self.backend, "is_resident", lambda _job: False)
+        idle_jobs = sorted((j for j in self.jobs if j not in with_workers), key=is_resident)
+        victims = idle_jobs[:count]
         if len(victims) < count:
             names = self.scheduler.workers_to_close(
                 n=(count - len(victims)) * self.processes, attribute="name"
             )
+            names = sorted(names, key=lambda n: is_resident(job_id_of(n, self.cluster_id) or ""))
             for name in names:
                 job = job_id_of(name, self.cluster_id)
                 if job and job not in victims and len(victims) < count:

@@ -1,7 +1,8 @@
 """How the site agent starts and stops worker jobs: HTCondor at a site, or local processes.
 
 Both give worker names of the form ``<cluster id>-<job id>``, so the agent can map a Dask worker
-back to the job that runs it.
+back to the job that runs it. `ResidentFirst` combines them: the scheduler job's own slot runs
+the first worker, so it starts without waiting for a second match.
 """
 
 from __future__ import annotations
@@ -155,3 +156,40 @@ class LocalBackend:
 
     async def remove_all(self) -> None:
         await self.remove(list(self.procs))
+
+
+class ResidentFirst:
+    """The first worker runs in the scheduler job's own slot; the others are worker jobs.
+
+    The scheduler job asked for one worker's resources on top of its own, so that worker starts
+    as soon as the scheduler does, while further jobs wait for their match. Local "job" ids are
+    ``0.N``: HTCondor cluster ids start at 1, so they never collide with worker jobs.
+    """
+
+    def __init__(self, resident: LocalBackend, jobs: HTCondorBackend) -> None:
+        self.resident, self.jobs = resident, jobs
+
+    async def submit(self, count: int, scheduler_address: str) -> list[str]:
+        ids: list[str] = []
+        if count > 0 and not await self.resident.alive():
+            ids += await self.resident.submit(1, scheduler_address)
+            logger.info("started the resident worker %s in the scheduler job's slot", ids[0])
+            count -= 1
+        if count > 0:
+            ids += await self.jobs.submit(count, scheduler_address)
+        return ids
+
+    def is_resident(self, job_id: str) -> bool:
+        return job_id in self.resident.procs
+
+    async def remove(self, job_ids: list[str]) -> None:
+        mine = [j for j in job_ids if self.is_resident(j)]
+        await self.resident.remove(mine)
+        await self.jobs.remove([j for j in job_ids if j not in mine])
+
+    async def alive(self) -> dict[str, str]:
+        return {**await self.resident.alive(), **await self.jobs.alive()}
+
+    async def remove_all(self) -> None:
+        await self.resident.remove_all()
+        await self.jobs.remove_all()
