@@ -313,3 +313,53 @@ async def test_hook_keeps_a_still_valid_token_while_the_issuer_is_down():
     auth = FakeAuthenticator(fail=ConnectionRefusedError())
     state = {"access_token": token(60, iat=time.time() - 40), "refresh_token": "r1"}
     assert await authhooks.RefreshAhead()(auth, User(), state) is True
+
+
+# The refresh-token vault ------------------------------------------------------------------------
+
+
+async def test_vault_keeps_refresh_tokens_out_of_auth_state():
+    from remote_jobqueue.spawner.vault import RefreshTokenVault
+
+    vault = RefreshTokenVault()
+    state = await vault.modify_auth_state(
+        None,
+        {
+            "access_token": "a",
+            "refresh_token": "r1",
+            "token_response": {"access_token": "a", "refresh_token": "r1", "token_type": "Bearer"},
+        },
+    )
+    assert "r1" not in json.dumps(state)
+    assert state["token_response"]["token_type"] == "Bearer"
+    assert await vault.get(state["refresh_handle"]) == "r1"
+
+
+async def test_hook_refreshes_with_the_vaults_token_and_forgets_the_old_handle():
+    from remote_jobqueue.spawner.vault import RefreshTokenVault
+
+    vault = RefreshTokenVault()
+    auth = FakeAuthenticator()
+    handle = await vault.put("r1")
+    old = token(60, iat=time.time() - 40)
+    hook = authhooks.RefreshAhead(vault=vault)
+    await hook(auth, User(), {"access_token": old, "refresh_handle": handle})
+    assert auth.refreshed_with == ["r1"]
+    assert await vault.get(handle) is None
+
+
+async def test_vault_survives_a_hub_restart_encrypted(tmp_path, monkeypatch):
+    from jupyterhub.crypto import CryptKeeper
+
+    from remote_jobqueue.spawner.vault import RefreshTokenVault
+
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", os.urandom(32).hex())
+    CryptKeeper.clear_instance()
+    try:
+        path = tmp_path / "vault"
+        handle = await RefreshTokenVault(path).put("r-secret")
+        assert b"r-secret" not in path.read_bytes()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert await RefreshTokenVault(path).get(handle) == "r-secret"
+    finally:
+        CryptKeeper.clear_instance()

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..tokens import TokenError, redact
 from .expiry import HUB_LEAD, lifetime_and_expiry, refresh_due
+from .vault import RefreshTokenVault
 
 #: Users must hold what their server token asks for (`mixin.SERVER_SCOPES`).
 USER_ROLE = {"name": "user", "scopes": ["self", "admin:auth_state!user"]}
@@ -26,9 +27,20 @@ class RefreshAhead:
     valid), False (refresh refused and the token is dead: log in again), or the new auth model.
     """
 
-    def __init__(self, margin: float = 300.0, lead: float = HUB_LEAD) -> None:
+    def __init__(
+        self,
+        margin: float = 300.0,
+        lead: float = HUB_LEAD,
+        refresh_params: dict[str, str] | None = None,
+        vault: RefreshTokenVault | None = None,
+    ) -> None:
         self.margin = margin
         self.lead = lead
+        #: Extra form fields of the refresh request (OAuthenticator's ``token_params`` only
+        #: go into the first, authorization-code request), e.g. a narrower ``scope``.
+        self.refresh_params = dict(refresh_params or {})
+        #: Where refresh tokens are, if not in auth_state (see `vault.RefreshTokenVault`).
+        self.vault = vault
 
     async def __call__(
         self, authenticator: Any, user: Any, auth_state: dict[str, Any] | None
@@ -42,10 +54,17 @@ class RefreshAhead:
             alive = lifetime_and_expiry(token)[1] > time.time()
         except TokenError:
             return None
-        refresh_token = (auth_state or {}).get("refresh_token")
+        handle = (auth_state or {}).get("refresh_handle")
+        if self.vault is not None:
+            refresh_token = await self.vault.get(handle)
+        else:
+            refresh_token = (auth_state or {}).get("refresh_token")
         if not refresh_token:
             return alive
-        params = authenticator.build_refresh_token_request_params(refresh_token)
+        params = {
+            **authenticator.build_refresh_token_request_params(refresh_token),
+            **self.refresh_params,
+        }
         try:
             token_info = await authenticator.get_token_info(None, params)
         except Exception as err:
@@ -60,8 +79,10 @@ class RefreshAhead:
             )
             return False if refused else alive
         token_info.setdefault("refresh_token", refresh_token)
-        # The same path as a login builds auth_state (userinfo, groups, hooks).
+        # The same path as a login builds auth_state (userinfo, groups, hooks: the vault's too).
         model = await authenticator._token_to_auth_model(token_info)
+        if self.vault is not None:
+            await self.vault.drop(handle)
         authenticator.log.info(
             "refreshed %s's access token ahead of expiry: %s",
             user.name,

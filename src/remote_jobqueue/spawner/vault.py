@@ -1,0 +1,70 @@
+"""Keep refresh tokens in the Hub, out of auth_state.
+
+The refresher reads auth_state through the Hub API with the server's token, which the user
+holds too; auth_state must therefore carry nothing the user may not have. The access token
+is theirs anyway; the refresh token is not (it outlives the session, and with the Hub's client
+credentials it mints new tokens). `RefreshTokenVault.modify_auth_state` moves it into the
+vault and leaves an opaque handle in auth_state; `RefreshAhead(vault=...)` refreshes with it.
+
+The vault lives in the Hub's memory and, if given a path, in a file encrypted with the Hub's
+``JUPYTERHUB_CRYPT_KEY`` (mode 0600), so a Hub restart does not force everyone to log in again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+from ..tokens import write_private_file
+
+
+class RefreshTokenVault:
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._tokens: dict[str, str] | None = None if self.path else {}
+        self._lock = asyncio.Lock()
+
+    async def _load(self) -> dict[str, str]:
+        if self._tokens is None:
+            self._tokens = {}
+            if self.path is not None and self.path.exists():
+                from jupyterhub.crypto import decrypt
+
+                self._tokens = dict(await decrypt(self.path.read_bytes()))
+        return self._tokens
+
+    async def _save(self) -> None:
+        if self.path is not None:
+            from jupyterhub.crypto import encrypt
+
+            write_private_file(self.path, await encrypt(dict(self._tokens or {})))
+
+    async def put(self, refresh_token: str) -> str:
+        """Store a refresh token; return its handle."""
+        async with self._lock:
+            handle = secrets.token_urlsafe(24)
+            (await self._load())[handle] = refresh_token
+            await self._save()
+            return handle
+
+    async def get(self, handle: str | None) -> str | None:
+        async with self._lock:
+            return (await self._load()).get(handle or "")
+
+    async def drop(self, handle: str | None) -> None:
+        async with self._lock:
+            if (await self._load()).pop(handle or "", None) is not None:
+                await self._save()
+
+    async def modify_auth_state(self, authenticator: Any, auth_state: dict[str, Any]) -> dict:
+        """An OAuthenticator ``modify_auth_state_hook``: refresh token out, handle in."""
+        state = dict(auth_state)
+        response = dict(state.get("token_response") or {})
+        refresh = state.pop("refresh_token", None) or response.pop("refresh_token", None)
+        response.pop("refresh_token", None)
+        if response:
+            state["token_response"] = response
+        state["refresh_handle"] = await self.put(refresh) if refresh else None
+        return state
