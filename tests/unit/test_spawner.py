@@ -363,3 +363,14 @@ async def test_vault_survives_a_hub_restart_encrypted(tmp_path, monkeypatch):
         assert await RefreshTokenVault(path).get(handle) == "r-secret"
     finally:
         CryptKeeper.clear_instance()
+
+
+def test_vault_is_shared_even_when_traitlets_deep_copies_the_config():
+    import copy
+
+    from remote_jobqueue.spawner.vault import RefreshTokenVault
+
+    vault = RefreshTokenVault()
+    hook = authhooks.RefreshAhead(vault=vault)
+    assert copy.deepcopy(vault.modify_auth_state).__self__ is vault
+    assert copy.deepcopy(hook).vault is vault

@@ -60,6 +60,12 @@ class RefreshAhead:
         else:
             refresh_token = (auth_state or {}).get("refresh_token")
         if not refresh_token:
+            authenticator.log.warning(
+                "%s's token %s is due for renewal but there is no refresh token%s",
+                user.name,
+                redact(token),
+                f" (vault handle {'set' if handle else 'missing'})" if self.vault else "",
+            )
             return alive
         params = {
             **authenticator.build_refresh_token_request_params(refresh_token),

@@ -26,6 +26,13 @@ class RefreshTokenVault:
         self._tokens: dict[str, str] | None = None if self.path else {}
         self._lock = asyncio.Lock()
 
+    def __deepcopy__(self, memo: dict) -> RefreshTokenVault:
+        # traitlets deep-copies config values: the hook and RefreshAhead must share one vault.
+        return self
+
+    def __copy__(self) -> RefreshTokenVault:
+        return self
+
     async def _load(self) -> dict[str, str]:
         if self._tokens is None:
             self._tokens = {}
