@@ -1,0 +1,254 @@
+"""The JupyterHub spawner against a real Hub, the facility's issuer and its pool.
+
+Specification (issue 4):
+1. a user logs in through the issuer's authorization-code flow; the spawned server's
+   environment names a 0600 token file (BEARER_TOKEN_FILE) holding the user's access token,
+   and carries the HTCondor, gateway, site-catalogue and XRootD settings;
+2. no client secret, refresh token or access token is in the server's environment;
+3. with 60-second tokens, the file is replaced by a newer valid token before the old one
+   expires, again and again, for minutes;
+4. from the server's environment, as the user, RemoteHTCondorCluster starts at T2_A, computes
+   and closes, authenticated by the spawned token alone (SciTokens at the schedd), and a
+   root:// read goes through the cache;
+5. another user's server cannot read the token file.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from remote_jobqueue.facility import issuer
+from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, TokenValidator
+
+from .hub import (
+    RUNTIME_BASE,
+    Hub,
+    cleanup_runtime,
+    ensure_host_user,
+    grant_traverse,
+    leftover_pids,
+    process_environment,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+LIFETIME = 60  # seconds a token lives
+MARGIN = 300.0  # renew at min(margin, lifetime / 2) before expiry
+WATCH = 150  # seconds the refresh is watched
+
+
+@pytest.fixture(scope="module")
+def hub(facility, tmp_path_factory):
+    for user in facility.users:
+        ensure_host_user(user)
+    restore = grant_traverse(Path(os.path.realpath(sys.executable)))
+    cleanup_runtime()
+    RUNTIME_BASE.mkdir(mode=0o755)
+    workdir = tmp_path_factory.mktemp("hub")
+    the_hub = Hub(facility, "", workdir, secrets.token_hex(32))
+    try:
+        the_hub.start(lifetime=LIFETIME, margin=MARGIN)
+        yield the_hub
+    finally:
+        the_hub.stop()
+        for path, mode in reversed(restore):
+            path.chmod(mode)
+        cleanup_runtime()
+    assert not leftover_pids(the_hub.api), "processes of the Hub's servers are left"
+
+
+def spawned(hub: Hub, user: str) -> dict:
+    hub.login(user)
+    server = hub.spawn(user)
+    model = hub.user(user)
+    pid = server["state"]["pid"]
+    return {"pid": pid, "env": process_environment(pid), "auth_state": model["auth_state"]}
+
+
+@pytest.fixture(scope="module")
+def alice(hub):
+    return spawned(hub, "alice")
+
+
+@pytest.fixture(scope="module")
+def bob(hub):
+    return spawned(hub, "bob")
+
+
+def claims_of(facility, token: str) -> dict:
+    return TokenValidator(facility.issuer_url, WLCG_ANY_AUDIENCE, leeway=0).validate(token)
+
+
+# 1. identity and settings ------------------------------------------------------------------
+
+
+def test_token_file_is_private_to_the_user_and_holds_their_token(facility, alice):
+    path = Path(alice["env"]["BEARER_TOKEN_FILE"])
+    st, uid = path.stat(), pwd.getpwnam("alice").pw_uid
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == uid
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700 and path.parent.stat().st_uid == uid
+    assert claims_of(facility, path.read_text())["preferred_username"] == "alice"
+
+
+def test_environment_carries_htcondor_gateway_sites_and_xrootd_settings(facility, alice):
+    env = alice["env"]
+    assert env["CONDOR_CONFIG"] == "ONLY_ENV"
+    assert env["_CONDOR_COLLECTOR_HOST"] == facility.collector
+    assert env["_CONDOR_SEC_CLIENT_AUTHENTICATION_METHODS"] == "SCITOKENS"
+    assert env["_CONDOR_SCITOKENS_FILE"] == env["BEARER_TOKEN_FILE"]
+    assert Path(env["_CONDOR_AUTH_SSL_CLIENT_CAFILE"]).exists()
+    sites = eval(env["DASK_REMOTE_JOBQUEUE__SITES"])  # a Python literal, as Dask reads it
+    assert set(sites) == {s.name for s in facility.sites}
+    assert all(s["gateway"] == facility.gateway and s["gateway-host-key"] for s in sites.values())
+    assert sites["T2_A"]["label"] == "HTCondor-T2_A"
+    assert env["XROOT_PROXY"] == f"root://{facility.hub_address}:{facility.cache_port}//"
+    assert (Path(env["XRD_PLUGINCONFDIR"]) / "proxy.conf").exists()
+
+
+def test_site_picker_in_the_server_shows_the_catalogue(facility, alice):
+    sorted_sites = sorted(facility.sites, key=lambda s: s.name)
+    out = run_as("alice", alice["env"], "from remote_jobqueue import sites; print(sites.choices())")
+    choices = eval(out.strip())
+    assert choices[0] == ("random", "random site") and choices[-1] == ("local", "Local")
+    assert sorted(choices[1:-1]) == [(s.name, f"HTCondor-{s.name}") for s in sorted_sites]
+
+
+# 2. no secrets -------------------------------------------------------------------------------
+
+
+def test_no_client_secret_or_jwt_in_the_environment(facility, alice):
+    values = "\0".join(f"{k}={v}" for k, v in alice["env"].items())
+    secret = issuer.client_secret(facility)
+    assert secret and secret not in values
+    assert "eyJ" not in values  # no JWT at all (the access token only in the file)
+    for path in Path(alice["env"]["RJQ_RUNTIME_DIR"]).rglob("*"):
+        assert secret not in path.read_text() if path.is_file() else True
+
+
+def test_the_servers_own_token_cannot_get_at_the_refresh_token(alice):
+    env = alice["env"]
+    r = requests.get(
+        f"{env['JUPYTERHUB_API_URL']}/users/alice",
+        headers={"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"},
+        timeout=30,
+    )
+    state = r.json()["auth_state"]  # what the refresher reads
+    assert state["access_token"] and state["refresh_handle"]
+    assert "refresh_token" not in state and "refresh_token" not in state["token_response"]
+
+
+# 3. fresh for as long as the server runs -------------------------------------------------------
+
+
+def test_token_file_is_renewed_before_expiry_for_minutes(facility, alice):
+    path = Path(alice["env"]["BEARER_TOKEN_FILE"])
+    seen: dict[str, float] = {}  # token -> exp
+    margins: list[float] = []  # seconds the old token had left when the new one appeared
+    deadline = time.time() + WATCH
+    while time.time() < deadline:
+        token = path.read_text()
+        now = time.time()
+        if token not in seen:
+            if seen:
+                margins.append(list(seen.values())[-1] - now)
+            seen[token] = claims_of(facility, token)["exp"]  # valid, signed, alice's
+        assert seen[token] > now, "the token file held an expired token"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        time.sleep(1)
+    exps = list(seen.values())
+    print(f"\n{len(exps)} tokens in {WATCH} s; old token's time left at each renewal: {margins}")
+    assert len(exps) >= 1 + WATCH // LIFETIME, f"only {len(exps)} tokens in {WATCH} s"
+    assert exps == sorted(exps), "a token was replaced by an older one"
+
+
+# 4. clusters and data from the server's environment ---------------------------------------------
+
+
+def run_as(user: str, env: dict[str, str], code: str, timeout: float = 240) -> str:
+    account = pwd.getpwnam(user)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        user=account.pw_uid,
+        group=account.pw_gid,
+        extra_groups=[],
+        cwd=account.pw_dir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_remote_cluster_runs_on_the_spawned_token_alone(facility, alice):
+    env = alice["env"]
+    assert not any(k in env for k in ("SEC_TOKEN_DIRECTORY", "_CONDOR_SEC_TOKEN_DIRECTORY"))
+    out = run_as(
+        "alice",
+        env,
+        """
+        from dask.distributed import Client
+        from remote_jobqueue import RemoteHTCondorCluster
+        from remote_jobqueue import schedd as sched
+
+        with RemoteHTCondorCluster(site="T2_A", quiet=True) as cluster:
+            cluster.scale(1)
+            with Client(cluster) as client:
+                client.wait_for_workers(1, timeout=120)
+                print("sum", client.submit(sum, range(10)).result())
+            s = sched.locate(cluster.site.collector, cluster.site.schedd)
+            ads = sched.job_ads(s, f'RjqClusterId == "{cluster.cluster_id}"', ["Owner"])
+            owners = {ad.get("Owner") for ad in ads}
+            print("owners", sorted(owners))
+        print("closed")
+        """,
+    )
+    assert "sum 45" in out and "closed" in out
+    assert "owners ['alice']" in out
+
+
+def test_root_reads_from_the_server_go_through_the_cache(facility, alice):
+    out = run_as(
+        "alice",
+        alice["env"],
+        f"""
+        from XRootD import client
+        f = client.File()
+        status, _ = f.open("{facility.origin_url}//store/mc/DYJetsToMuMu/NANOAOD/nano_000.root")
+        assert status.ok, status.message
+        print("server", f.get_property("DataServer"))
+        f.close()
+        """,
+        timeout=60,
+    )
+    assert f":{facility.cache_port}" in out.split("server", 1)[1]
+
+
+# 5. isolation --------------------------------------------------------------------------------
+
+
+def test_another_users_server_cannot_read_the_token_file(alice, bob):
+    assert bob["env"]["BEARER_TOKEN_FILE"] != alice["env"]["BEARER_TOKEN_FILE"]
+    proc = subprocess.run(
+        [sys.executable, "-c", f"open({alice['env']['BEARER_TOKEN_FILE']!r}).read()"],
+        env=bob["env"],
+        user=pwd.getpwnam("bob").pw_uid,
+        group=pwd.getpwnam("bob").pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0 and "PermissionError" in proc.stderr
