@@ -49,15 +49,25 @@ def alice(facility, monkeypatch):
         yield env
 
 
+def cluster_jobs(facility, cluster) -> list:
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    return sched.job_ads(schedd, f'RjqClusterId == "{cluster.cluster_id}"', ["RjqRole"])
+
+
 def test_jobs_at_T2_A_read_through_its_cache_and_the_notebook_through_the_hub_cache(
     facility, alice
 ):
     url = to_url(dataset.DATASET_LFNS[1], facility.origin_url)
-    cluster = RemoteHTCondorCluster(site="T2_A", cores=1, n_workers=1, quiet=True)
+    # A worker in a job of its own, not the one the scheduler job can carry.
+    cluster = RemoteHTCondorCluster(
+        site="T2_A", cores=1, n_workers=1, resident_worker=False, quiet=True
+    )
     with cluster, Client(cluster) as client:
         client.wait_for_workers(1, timeout=180)
         (worker_server,) = client.run(data_server, url).values()
         bundle_server = client.run_on_scheduler(data_server, url)
+        worker_jobs = [ad for ad in cluster_jobs(facility, cluster) if ad["RjqRole"] == "worker"]
+    assert len(worker_jobs) == 1
     assert worker_server == facility.cache_url_for("T2_A") == "root://10.213.77.11:11095"
     assert bundle_server == facility.cache_url_for("T2_A")
     assert data_server(url) == facility.hub_cache_url == "root://10.213.77.1:11095"
