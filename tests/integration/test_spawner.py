@@ -10,7 +10,8 @@ Specification (issue 4):
 4. from the server's environment, as the user, RemoteHTCondorCluster starts at T2_A, computes
    and closes, authenticated by the spawned token alone (SciTokens at the schedd), and a
    root:// read goes through the cache;
-5. another user's server cannot read the token file.
+5. another user's server cannot read the token file;
+6. the gateway takes a user's JupyterHub API token (checked with the Hub) as that user.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ import pytest
 import requests
 
 from remote_jobqueue.facility import issuer
+from remote_jobqueue.facility.processes import wait_for_port
+from remote_jobqueue.gateway import (
+    TunnelAuthError,
+    connect_gateway,
+    load_host_keys,
+    load_or_create_host_key,
+)
 from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, TokenValidator
 
 from .hub import (
@@ -36,6 +44,7 @@ from .hub import (
     Hub,
     cleanup_runtime,
     ensure_host_user,
+    free_port,
     grant_traverse,
     leftover_pids,
     process_environment,
@@ -252,3 +261,48 @@ def test_another_users_server_cannot_read_the_token_file(alice, bob):
         timeout=30,
     )
     assert proc.returncode != 0 and "PermissionError" in proc.stderr
+
+
+# 6. the gateway with Hub API tokens --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hub_gateway(facility, hub, tmp_path_factory):
+    """A gateway that trusts the issuer's JWTs and this Hub's API tokens."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    host_key = load_or_create_host_key(workdir / "host_key")
+    port = free_port()
+    with (workdir / "gateway.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "remote_jobqueue.gateway",
+                "--listen", f"127.0.0.1:{port}",
+                "--host-key", str(workdir / "host_key"),
+                "--issuer", facility.issuer_url,
+                "--audience", WLCG_ANY_AUDIENCE,
+                "--hub-api-url", hub.api,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port)
+        yield f"127.0.0.1:{port}", load_host_keys(host_key)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_gateway_takes_a_hub_api_token_as_its_user(hub_gateway, alice, bob):
+    address, keys = hub_gateway
+    alice_hub_token = alice["env"]["JUPYTERHUB_API_TOKEN"]
+    conn = await connect_gateway(address, keys, alice_hub_token, username="alice")
+    conn.close()
+    with pytest.raises(TunnelAuthError):  # bob's Hub token is bob, not alice
+        await connect_gateway(address, keys, bob["env"]["JUPYTERHUB_API_TOKEN"], username="alice")
+    with pytest.raises(TunnelAuthError):
+        await connect_gateway(address, keys, secrets.token_hex(16))
+    # The issuer's JWTs still work on the same gateway.
+    token = Path(alice["env"]["BEARER_TOKEN_FILE"]).read_text()
+    conn = await connect_gateway(address, keys, token, username="alice")
+    conn.close()
