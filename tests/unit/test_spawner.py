@@ -374,3 +374,34 @@ def test_vault_is_shared_even_when_traitlets_deep_copies_the_config():
     hook = authhooks.RefreshAhead(vault=vault)
     assert copy.deepcopy(vault.modify_auth_state).__self__ is vault
     assert copy.deepcopy(hook).vault is vault
+
+
+async def test_a_new_login_replaces_the_users_older_refresh_token_in_the_vault():
+    from remote_jobqueue.spawner.vault import RefreshTokenVault
+
+    vault = RefreshTokenVault()
+    first = await vault.modify_auth_state(None, {"access_token": token(), "refresh_token": "r1"})
+    second = await vault.modify_auth_state(None, {"access_token": token(), "refresh_token": "r2"})
+    other = await vault.modify_auth_state(
+        None, {"access_token": token(sub="bob"), "refresh_token": "rb"}
+    )
+    assert first["refresh_handle"] == second["refresh_handle"] != other["refresh_handle"]
+    assert await vault.get(first["refresh_handle"]) == "r2"
+    assert len(await vault._load()) == 2
+
+
+async def test_refreshing_keeps_the_subjects_entry():
+    from remote_jobqueue.spawner.vault import RefreshTokenVault
+
+    vault = RefreshTokenVault()
+
+    class VaultAuthenticator(FakeAuthenticator):
+        async def _token_to_auth_model(self, token_info):
+            return {"name": "alice", "auth_state": await vault.modify_auth_state(self, token_info)}
+
+    state = await vault.modify_auth_state(
+        None, {"access_token": token(60, iat=time.time() - 40), "refresh_token": "r1"}
+    )
+    model = await authhooks.RefreshAhead(vault=vault)(VaultAuthenticator(), User(), state)
+    assert model["auth_state"]["refresh_handle"] == state["refresh_handle"]
+    assert await vault.get(state["refresh_handle"]) == "r1"  # kept (the fake issuer has no new one)

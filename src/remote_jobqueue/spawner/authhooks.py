@@ -87,7 +87,7 @@ class RefreshAhead:
         token_info.setdefault("refresh_token", refresh_token)
         # The same path as a login builds auth_state (userinfo, groups, hooks: the vault's too).
         model = await authenticator._token_to_auth_model(token_info)
-        if self.vault is not None:
+        if self.vault is not None and model["auth_state"].get("refresh_handle") != handle:
             await self.vault.drop(handle)
         authenticator.log.info(
             "refreshed %s's access token ahead of expiry: %s",

@@ -13,11 +13,12 @@ The vault lives in the Hub's memory and, if given a path, in a file encrypted wi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from pathlib import Path
 from typing import Any
 
-from ..tokens import write_private_file
+from ..tokens import TokenError, token_claims_unverified, write_private_file
 
 
 class RefreshTokenVault:
@@ -48,10 +49,10 @@ class RefreshTokenVault:
 
             write_private_file(self.path, await encrypt(dict(self._tokens or {})))
 
-    async def put(self, refresh_token: str) -> str:
-        """Store a refresh token; return its handle."""
+    async def put(self, refresh_token: str, handle: str | None = None) -> str:
+        """Store a refresh token under ``handle`` (replacing what was there); return the handle."""
         async with self._lock:
-            handle = secrets.token_urlsafe(24)
+            handle = handle or secrets.token_urlsafe(24)
             (await self._load())[handle] = refresh_token
             await self._save()
             return handle
@@ -73,5 +74,19 @@ class RefreshTokenVault:
         response.pop("refresh_token", None)
         if response:
             state["token_response"] = response
-        state["refresh_handle"] = await self.put(refresh) if refresh else None
+        # One entry per subject: a new login replaces the user's older refresh token instead of
+        # leaving it behind in the vault for good.
+        state["refresh_handle"] = await self.put(refresh, _subject(state)) if refresh else None
         return state
+
+
+def _subject(auth_state: dict[str, Any]) -> str | None:
+    """``iss`` + ``sub`` of the access token (unverified: it only names a vault entry)."""
+    try:
+        claims = token_claims_unverified(auth_state.get("access_token") or "")
+    except TokenError:
+        return None
+    if not claims.get("sub"):
+        return None
+    digest = hashlib.sha256(f"{claims.get('iss')}\0{claims['sub']}".encode()).hexdigest()
+    return f"sub-{digest[:32]}"
