@@ -159,14 +159,13 @@ class RemoteHTCondorCluster(Cluster):
 
     # Construction helpers -------------------------------------------------------------
     def _data_environment(self) -> dict[str, str]:
-        """XRootD settings for jobs: the site's nearest cache (see `remote_jobqueue.data`)."""
-        cache = self.site.cache
-        plugin_dir = os.environ.get("XRD_PLUGINCONFDIR")
-        env = {}
-        if cache and plugin_dir:
-            from .data import cache_environment
+        """XRootD settings for jobs: the site's nearest cache (see `remote_jobqueue.data`).
 
-            env.update(cache_environment(cache, Path(plugin_dir)))
+        Only the cache's URL travels; each job writes its own plugin conf at the site.
+        """
+        from .data import job_environment
+
+        env = job_environment(self.site.cache) if self.site.cache else {}
         for key in ("RJQ_XROOTD_ORIGIN",):
             if key in os.environ:
                 env[key] = os.environ[key]

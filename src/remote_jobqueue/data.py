@@ -68,6 +68,42 @@ def cache_environment(
     }
 
 
+#: In jobs: the cache of the job's site, from the site catalogue. The job writes the plugin conf
+#: itself (:func:`use_nearest_cache`), so no path of the client's machine must exist at the site.
+CACHE_VARIABLE = "RJQ_XROOTD_CACHE"
+#: Where a job keeps that conf, under its scratch directory.
+JOB_PLUGIN_DIR = ".xrootd-plugins"
+
+
+def job_environment(cache_url: str) -> dict[str, str]:
+    """What a job at a site with ``cache_url`` gets: the cache, and the fail-fast timeouts."""
+    settings = cache_environment(cache_url, Path(JOB_PLUGIN_DIR))
+    for written_by_the_job in ("XRD_PLUGINCONFDIR", "XROOT_PROXY"):
+        del settings[written_by_the_job]
+    return {CACHE_VARIABLE: cache_url, **settings}
+
+
+def use_nearest_cache(directory: Path | None = None, environ=os.environ) -> str | None:
+    """In a job: send this process's (and its children's) XRootD opens to ``$RJQ_XROOTD_CACHE``.
+
+    Writes the plugin conf into ``directory`` (default: the job's scratch directory) and sets
+    the client's variables. Call it before the XRootD client loads: it reads them only once.
+    Returns the cache, or ``None`` if the job was given none (then nothing changes).
+    """
+    cache = environ.get(CACHE_VARIABLE)
+    if not cache:
+        return None
+    scratch = Path(environ.get("_CONDOR_SCRATCH_DIR") or os.getcwd())
+    plugin_dir = write_proxy_plugin_conf(directory or scratch / JOB_PLUGIN_DIR)
+    environ.update(cache_environment(cache, plugin_dir))
+    return cache
+
+
+def dask_setup(worker: object = None) -> None:
+    """Dask preload hook: workers start with ``--preload remote_jobqueue.data``."""
+    use_nearest_cache()
+
+
 def to_url(lfn_or_url: str, origin: str) -> str:
     """A logical file name ``/store/...`` as a URL at ``origin``; URLs are returned unchanged.
 

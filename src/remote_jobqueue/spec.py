@@ -16,6 +16,7 @@ from typing import Any
 
 from dask.utils import format_bytes, parse_bytes
 
+from .data import CACHE_VARIABLE
 from .errors import ImpossibleResources
 
 #: Logical ports the bundle forwards through the gateway.
@@ -90,6 +91,9 @@ class WorkerSpec:
         ]
         if self.processes > 1:
             args += ["--nworkers", str(self.processes)]
+        if CACHE_VARIABLE in self.environment:
+            # Before any task runs, point the worker's XRootD client at the site's cache.
+            args += ["--preload", "remote_jobqueue.data"]
         return [*args, *self.worker_extra_args]
 
     def submit_description(self, scheduler_address: str, cluster_id: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
+from ..data import JOB_PLUGIN_DIR, use_nearest_cache
 from ..spec import DASHBOARD_PORT, SCHEDULER_PORT, BundleSpec
 
 logger = logging.getLogger("remote_jobqueue.bundle")
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     spec = BundleSpec.from_json(args.spec.read_text())
     scratch = args.spec.resolve().parent
+    # Reads by the scheduler (and the resident worker, its child) go through the site's cache.
+    use_nearest_cache(scratch / JOB_PLUGIN_DIR)
     for secret in (scratch / CONDOR_TOKEN, scratch / BEARER_TOKEN):
         if secret.exists():
             secret.chmod(0o600)

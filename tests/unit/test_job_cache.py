@@ -1,0 +1,58 @@
+"""Jobs read through their site's cache with nothing from the client's machine but its URL.
+
+Specification: a cluster's jobs get the site's cache from the catalogue as ``RJQ_XROOTD_CACHE``
+(never a client path); a job turns it into the proxy plugin's settings in its own scratch
+directory; workers do so through a Dask preload, before any task can load the XRootD client.
+"""
+
+from __future__ import annotations
+
+import dask.config
+
+from remote_jobqueue import RemoteHTCondorCluster
+from remote_jobqueue.data import CACHE_VARIABLE, dask_setup, job_environment, use_nearest_cache
+from remote_jobqueue.spec import WorkerSpec
+
+CACHE = "root://10.213.77.11:11095"
+
+
+def test_a_job_gets_the_cache_url_and_timeouts_but_no_path_of_the_client():
+    env = job_environment(CACHE)
+    assert env[CACHE_VARIABLE] == CACHE
+    assert "XRD_PLUGINCONFDIR" not in env and "XROOT_PROXY" not in env
+    assert env["XRD_CONNECTIONRETRY"] and env["XRD_REQUESTTIMEOUT"]
+
+
+def test_a_job_writes_the_plugin_conf_in_its_scratch_dir_and_points_the_client_at_it(tmp_path):
+    environ = {CACHE_VARIABLE: CACHE, "_CONDOR_SCRATCH_DIR": str(tmp_path)}
+    assert use_nearest_cache(environ=environ) == CACHE
+    assert environ["XROOT_PROXY"] == "root://10.213.77.11:11095//"
+    assert environ["XRD_PLUGINCONFDIR"] == str(tmp_path / ".xrootd-plugins")
+    assert "libXrdClProxyPlugin.so" in (tmp_path / ".xrootd-plugins" / "proxy.conf").read_text()
+
+
+def test_without_a_cache_nothing_changes(tmp_path, monkeypatch):
+    environ = {"XROOT_PROXY": "root://elsewhere//"}
+    assert use_nearest_cache(tmp_path, environ) is None
+    assert environ == {"XROOT_PROXY": "root://elsewhere//"}
+    monkeypatch.delenv(CACHE_VARIABLE, raising=False)
+    dask_setup(None)  # the preload hook is harmless where no cache was given
+
+
+def test_workers_preload_the_cache_setup_only_when_they_have_a_cache():
+    with_cache = WorkerSpec(environment=job_environment(CACHE))
+    assert "remote_jobqueue.data" in with_cache.worker_args("tcp://s:1", "w")
+    assert "--preload" not in WorkerSpec().worker_args("tcp://s:1", "w")
+
+
+async def test_a_cluster_sends_its_sites_cache_to_the_scheduler_and_worker_jobs(monkeypatch):
+    monkeypatch.setenv("XRD_PLUGINCONFDIR", "/only/on/the/client")
+    site = {"schedd": "s", "collector": "c:9618", "gateway": "g:22", "cache": CACHE}
+    with dask.config.set({"remote-jobqueue.sites": {"T2_A": site}}):
+        # Constructed inside a running loop and never awaited: nothing is submitted.
+        cluster = RemoteHTCondorCluster(site="T2_A", asynchronous=True)
+    worker = cluster.worker_spec.submit_description("tcp://s:1", cluster.cluster_id)
+    for description in (cluster.scheduler_job_description(), worker):
+        assert f"{CACHE_VARIABLE}={CACHE}" in description["environment"]
+        assert "/only/on/the/client" not in description["environment"]
+    assert "--preload remote_jobqueue.data" in worker["arguments"]
