@@ -455,7 +455,7 @@ class RemoteHTCondorCluster(Cluster):
                     f"gateway {self.gateway} within {self.start_timeout:.0f} s (last error: "
                     f"{last_error}); see the job's scheduler.err"
                 )
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.1)
 
     async def _check_job_alive(self) -> None:
         from . import schedd as sched

@@ -71,15 +71,40 @@ def setup_condor_client(spec: BundleSpec, scratch: Path) -> None:
     os.environ["CONDOR_CONFIG"] = str(config)
 
 
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path | None) -> int:
+    from .backends import LocalBackend
+
+    host = "127.0.0.1" if local else site_address(spec.collector)
+    port = 0
+    resident = None
+    if spec.resident_worker and spec.n_workers and not local:
+        # Start the resident worker first, at the port the scheduler is about to take: its
+        # start-up (imports) overlaps ours, and it connects as soon as the scheduler listens.
+        port = free_port(host)
+        resident = LocalBackend(spec.worker, spec.cluster_id, scratch)
+        await resident.submit(1, f"tcp://{host}:{port}")
+
     from distributed import Scheduler
 
     from .agent import SiteAgent
-    from .backends import HTCondorBackend, LocalBackend, ResidentFirst
+    from .backends import HTCondorBackend, ResidentFirst
 
-    host = "127.0.0.1" if local else site_address(spec.collector)
     options = {"dashboard_address": f"{host}:0", **spec.scheduler_options}
-    scheduler = await Scheduler(host=host, port=0, **options)
+    try:
+        scheduler = await Scheduler(host=host, port=port, **options)
+    except OSError:
+        if not port:
+            raise
+        logger.warning("port %d was taken meanwhile; the scheduler takes another", port)
+        if resident is not None:
+            await resident.remove_all()
+        scheduler = await Scheduler(host=host, port=0, **options)
     dashboard = scheduler.http_server.port if scheduler.http_server else None
     logger.info("scheduler at %s, dashboard port %s", scheduler.address, dashboard)
 
@@ -88,7 +113,8 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     else:
         backend = HTCondorBackend(spec.worker, spec.cluster_id, spec.collector, spec.schedd)
         if spec.resident_worker:
-            backend = ResidentFirst(LocalBackend(spec.worker, spec.cluster_id, scratch), backend)
+            resident = resident or LocalBackend(spec.worker, spec.cluster_id, scratch)
+            backend = ResidentFirst(resident, backend)
     agent = SiteAgent(
         scheduler, backend, spec.cluster_id, processes=spec.worker.processes, lease=spec.lease
     )
