@@ -597,6 +597,10 @@ class Tunnel(GatewayLink):
                 log.warning("%r: local connection refused: %s", self, err)
                 return
             await splice(reader, writer, remote_reader, remote_writer)
+        except asyncio.CancelledError:
+            # The tunnel is closing. This task is asyncio's server callback: re-raising would
+            # only print a traceback ("Exception in callback ...") for an orderly close.
+            return
         finally:
             self._handlers.discard(task)
             writer.close()
