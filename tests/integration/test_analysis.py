@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dask.config
 import pytest
 from dask.distributed import Client
 
@@ -26,7 +25,7 @@ from remote_jobqueue import RemoteHTCondorCluster
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.analysis import dimuon
 from remote_jobqueue.data import data_server, to_url
-from remote_jobqueue.facility import dataset, lifecycle, xrootd
+from remote_jobqueue.facility import dataset, xrootd
 
 from .helpers import user_env
 
@@ -35,18 +34,6 @@ pytestmark = pytest.mark.timeout(420)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 #: A subset keeps the suite fast: two files, 500 k events, one file per worker.
 FILES = 2
-
-
-@pytest.fixture
-def alice(facility, monkeypatch):
-    """This process acts as alice, as a notebook would: her client and data settings."""
-    env = lifecycle.env(facility, "alice")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    sched.use_config(env["CONDOR_CONFIG"])
-    settings = lifecycle.client_dask_config(facility, "alice")["remote-jobqueue"]
-    with dask.config.set({f"remote-jobqueue.{key}": value for key, value in settings.items()}):
-        yield env
 
 
 def cluster_jobs(facility, cluster) -> list:

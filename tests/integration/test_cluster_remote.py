@@ -24,7 +24,6 @@ import textwrap
 import time
 import urllib.request
 
-import dask.config
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -38,24 +37,12 @@ from remote_jobqueue import (
     UnknownSite,
 )
 from remote_jobqueue import schedd as sched
-from remote_jobqueue.facility import gateway_service, issuer, lifecycle
+from remote_jobqueue.facility import gateway_service, issuer
 from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
 
 from .helpers import user_env
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def alice(facility, monkeypatch):
-    """This process acts as alice: her client settings, token file and site catalogue."""
-    env = lifecycle.env(facility, "alice")
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    sched.use_config(env["CONDOR_CONFIG"])
-    settings = lifecycle.client_dask_config(facility, "alice")["remote-jobqueue"]
-    with dask.config.set({f"remote-jobqueue.{key}": value for key, value in settings.items()}):
-        yield env
 
 
 def jobs_of(facility, cluster_id: str) -> list:
