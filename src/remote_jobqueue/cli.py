@@ -78,5 +78,78 @@ def facility_env(user: str) -> None:
         _fail(err)
 
 
+@main.command("sites")
+def sites_command() -> None:
+    """List the sites of the catalogue (Dask config `remote-jobqueue.sites`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import sites
+
+    table = Table("site", "shown as", "schedd", "cache", "gateway")
+    for name, spec in sites.catalogue().items():
+        row = (spec.schedd, spec.cache, spec.gateway)
+        table.add_row(name, spec.display_name, *(value or "" for value in row))
+    Console().print(table)
+
+
+@main.group()
+def clusters() -> None:
+    """Your clusters at the sites: list them, stop one a notebook left behind."""
+
+
+@clusters.command("ls")
+@click.option("--site", help="only this site (default: every site of the catalogue)")
+def clusters_ls(site: str | None) -> None:
+    """List your clusters: scheduler job, its state, worker jobs, age."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .clusters import list_clusters
+
+    try:
+        found = list_clusters(site)
+    except Exception as err:
+        _fail(err)
+    table = Table("cluster", "site", "scheduler job", "state", "worker jobs", "age")
+    for info in found:
+        table.add_row(
+            info.cluster_id,
+            info.site,
+            info.scheduler_job or "-",
+            info.scheduler_state,
+            str(info.worker_jobs),
+            f"{info.age_seconds / 60:.0f} min",
+        )
+    Console().print(table)
+
+
+@clusters.command("stop")
+@click.argument("cluster_id")
+@click.option("--site", help="where it runs (default: look at every site)")
+def clusters_stop(cluster_id: str, site: str | None) -> None:
+    """Remove every job of CLUSTER_ID (yours only)."""
+    from .clusters import stop_cluster
+
+    try:
+        removed = stop_cluster(cluster_id, site)
+    except Exception as err:
+        _fail(err)
+    click.echo(f"removed {removed} job(s) of {cluster_id}")
+
+
+@main.command(
+    "gateway",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.pass_context
+def gateway_command(ctx: click.Context) -> None:
+    """Run the SSH gateway (`remote-jobqueue gateway --help` for its options)."""
+    from .gateway.server import main as gateway_main
+
+    sys.exit(gateway_main(ctx.args))
+
+
 if __name__ == "__main__":
     main()

@@ -200,6 +200,7 @@ class RemoteHTCondorCluster(Cluster):
             "when_to_transfer_output": "ON_EXIT_OR_EVICT",
             "+RjqClusterId": json.dumps(self.cluster_id),
             "+RjqRole": '"scheduler"',
+            "+RjqSite": json.dumps(self.site.name),
             # Spooled jobs would wait in the queue for their output to be fetched: don't.
             "leave_in_queue": "false",
             "job_machine_attrs": "SiteName",

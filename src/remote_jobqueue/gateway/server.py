@@ -662,7 +662,7 @@ def parse_host_port(address: str, default_port: int = 22) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m remote_jobqueue.gateway",
+        prog="remote-jobqueue gateway",
         description="SSH gateway: routes each user's tunnels to their own remote Dask clusters.",
     )
     p.add_argument("--listen", default="0.0.0.0:2222", help="host:port (default %(default)s)")
