@@ -146,6 +146,7 @@ class RemoteHTCondorCluster(Cluster):
         self._tasks: list[asyncio.Task] = []
         self._adaptive_bounds: RemoteAdaptive | None = None
         self._local_dashboard: str | None = None
+        self._bundle_token: str | None = None  # the bearer token the bundle holds
         super().__init__(
             asynchronous=asynchronous, loop=loop, quiet=quiet, name=name or self.cluster_id
         )
@@ -364,6 +365,7 @@ class RemoteHTCondorCluster(Cluster):
 
         self.progress.update("checking the site")
         bearer = self._bearer_token()
+        self._bundle_token = bearer
         await self._check_resources(sched)
         schedd = await asyncio.to_thread(sched.locate, self.site.collector, self.site.schedd)
         self._schedd = schedd
@@ -507,10 +509,20 @@ class RemoteHTCondorCluster(Cluster):
 
     # Running --------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
+        """Keep the lease, and hand the bundle our bearer token whenever it was renewed here
+        (by the spawner's refresher, say), so the bundle can still reach the gateway and the
+        schedd after the token it started with has expired."""
         interval = max(1.0, self.lease / 4)
         while self.status == Status.running:
+            renewed = None
+            if not self.site.is_local:
+                with contextlib.suppress(Exception):
+                    current = await asyncio.to_thread(self._bearer_token)
+                    renewed = current if current != self._bundle_token else None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.scheduler_comm.rjq_heartbeat(), interval)
+                await asyncio.wait_for(self.scheduler_comm.rjq_heartbeat(token=renewed), interval)
+                if renewed:
+                    self._bundle_token = renewed
             await asyncio.sleep(interval)
 
     async def _watch_scheduler_job(self) -> None:

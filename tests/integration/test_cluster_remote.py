@@ -38,7 +38,7 @@ from remote_jobqueue import (
     UnknownSite,
 )
 from remote_jobqueue import schedd as sched
-from remote_jobqueue.facility import gateway_service, issuer
+from remote_jobqueue.facility import gateway_service, issuer, lifecycle
 from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
 
 from .helpers import user_env
@@ -313,3 +313,29 @@ def test_users_list_and_stop_their_own_clusters_from_the_command_line(facility, 
     finally:
         cluster.close()
     wait_until(lambda: not jobs_of(facility, cluster.cluster_id), 60, "no job left")
+
+
+def test_a_token_renewed_at_the_client_reaches_the_running_bundle(facility, alice):
+    import hashlib
+
+    def bundle_token_digest() -> tuple[str, int]:
+        import hashlib
+        import os
+
+        # The scheduler runs in the job's scratch directory, next to its token file.
+        mode = os.stat("bearer-token").st_mode & 0o777
+        return hashlib.sha256(open("bearer-token", "rb").read().strip()).hexdigest(), mode
+
+    with (
+        RemoteHTCondorCluster(site="T2_LOCAL", lease=8, quiet=True) as cluster,
+        Client(cluster) as client,
+    ):
+        time.sleep(1.1)  # a renewed token has a later expiry, to the second
+        env = lifecycle.env(facility, "alice")  # the issuer hands out a fresh token
+        fresh = Path(env["BEARER_TOKEN_FILE"]).read_text().strip()
+        wanted = hashlib.sha256(fresh.encode()).hexdigest()
+        wait_until(
+            lambda: client.run_on_scheduler(bundle_token_digest) == (wanted, 0o600),
+            30,
+            "the bundle holds the renewed token, 0600",
+        )

@@ -116,7 +116,12 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
             resident = resident or LocalBackend(spec.worker, spec.cluster_id, scratch)
             backend = ResidentFirst(resident, backend)
     agent = SiteAgent(
-        scheduler, backend, spec.cluster_id, processes=spec.worker.processes, lease=spec.lease
+        scheduler,
+        backend,
+        spec.cluster_id,
+        processes=spec.worker.processes,
+        lease=spec.lease,
+        token_file=scratch / BEARER_TOKEN if spec.gateway else None,
     )
     agent.install()
     if spec.n_workers:

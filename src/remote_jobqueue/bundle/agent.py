@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from distributed import Scheduler
@@ -30,8 +31,10 @@ class SiteAgent:
         processes: int = 1,
         lease: float = 120.0,
         interval: float = 1.0,
+        token_file: Path | None = None,
     ) -> None:
         self.scheduler, self.backend, self.cluster_id = scheduler, backend, cluster_id
+        self.token_file = token_file
         self.processes, self.lease, self.interval = processes, lease, interval
         self.target = 0
         self.jobs: set[str] = set()
@@ -71,9 +74,35 @@ class SiteAgent:
         await self._adapt_step()
         return {"minimum": minimum_jobs, "maximum": maximum_jobs}
 
-    async def handle_heartbeat(self) -> float:
+    async def handle_heartbeat(self, token: str | None = None) -> float:
+        """The client is alive; with ``token``, it brings a renewed bearer token."""
         self.last_heartbeat = time.monotonic()
+        if token and self.token_file is not None:
+            self.renew_token(token)
         return self.lease
+
+    def renew_token(self, token: str) -> bool:
+        """Keep ``token`` for the gateway (and the schedd, with SciTokens) if it renews ours.
+
+        The scheduler's port is open to the site network, so only a token for the same subject
+        from the same issuer that lives longer is taken: nobody else's identity gets in.
+        """
+        from ..tokens import TokenError, redact, token_claims_unverified, write_token_file
+
+        assert self.token_file is not None
+        try:
+            new = token_claims_unverified(token)
+            old = token_claims_unverified(self.token_file.read_text().strip())
+        except (TokenError, OSError) as err:
+            logger.warning("not renewing the bearer token: %s", err)
+            return False
+        same = all(new.get(k) == old.get(k) for k in ("iss", "sub"))
+        if not same or int(new.get("exp", 0)) <= int(old.get("exp", 0)):
+            logger.warning("refused a token (%s) that does not renew ours", redact(token))
+            return False
+        write_token_file(self.token_file, token)
+        logger.info("bearer token renewed (%s), valid until %s", redact(token), new.get("exp"))
+        return True
 
     async def handle_close(self, reason: str = "closed by the client") -> None:
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.shutdown(reason)))
