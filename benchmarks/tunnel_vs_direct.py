@@ -79,7 +79,7 @@ def main() -> None:
         console.print(f"tunnel: {addresses['tunnel']}  direct: {addresses['direct']}")
         for round_ in range(1, args.rounds + 1):
             for path, address in addresses.items():
-                with Client(address, timeout=30) as client:
+                with Client(address, timeout=30, security=cl.security) as client:
                     client.submit(_inc, 0, pure=False).result()  # warm up the connection
                     rts = round_trips(client, args.tasks)
                     mbs = gather_rate(client, nbytes, salt=round_)

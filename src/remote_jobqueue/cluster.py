@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dask.utils import format_bytes, parse_bytes
+from distributed import Security
 from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster
 
@@ -37,7 +38,15 @@ from .errors import (
     StartTimeout,
 )
 from .progress import StartProgress
-from .spec import DASHBOARD_PORT, SCHEDULER_PORT, BundleSpec, WorkerSpec, condor_arguments
+from .spec import (
+    DASHBOARD_PORT,
+    SCHEDULER_PORT,
+    TLS_CERT,
+    TLS_KEY,
+    BundleSpec,
+    WorkerSpec,
+    condor_arguments,
+)
 
 logger = logging.getLogger("remote_jobqueue")
 #: HTCondor starts jobs without PATH; whatever runs a tool by name needs one (ROOT's C++
@@ -88,6 +97,7 @@ class RemoteHTCondorCluster(Cluster):
         lease: float | None = None,
         n_workers: int = 0,
         resident_worker: bool | None = None,
+        tls: bool | None = None,
         token_file: str | os.PathLike | None = None,
         condor_token_dir: str | os.PathLike | None = None,
         start_timeout: float | None = None,
@@ -103,6 +113,10 @@ class RemoteHTCondorCluster(Cluster):
         self.image = config.get("image", image) or self.site.image
         if self.image:
             extra.setdefault("container_image", self.image)
+        # Scheduler and workers at a site talk TLS with a certificate made for this cluster:
+        # anyone at the site can reach the scheduler's port, only this cluster holds the key.
+        self.tls = bool(config.get("tls", tls)) and not self.site.is_local
+        self.security = Security.temporary() if self.tls else Security()
         self.worker_spec = WorkerSpec.build(
             cores=config.get("cores", cores),
             memory=config.get("memory", memory),
@@ -117,6 +131,7 @@ class RemoteHTCondorCluster(Cluster):
                 **self._data_environment(),
                 **({} if self.site.is_local else {"PATH": JOB_PATH}),
             },
+            tls=self.tls,
         )
         self.scheduler_options = dict(config.get("scheduler-options", scheduler_options) or {})
         self.gateway = config.get("gateway", gateway) or self.site.gateway
@@ -193,7 +208,9 @@ class RemoteHTCondorCluster(Cluster):
             "executable": self.worker_spec.python,
             "transfer_executable": "false",
             "arguments": condor_arguments(["-m", "remote_jobqueue.bundle", "bundle.json"]),
-            "transfer_input_files": ",".join(BUNDLE_INPUTS),
+            "transfer_input_files": ",".join(
+                BUNDLE_INPUTS + ((TLS_CERT, TLS_KEY) if self.tls else ())
+            ),
             **self._scheduler_job_resources(),
             "output": "scheduler.out",
             "error": "scheduler.err",
@@ -256,7 +273,7 @@ class RemoteHTCondorCluster(Cluster):
                 address = await self._start_local()
             else:
                 address = await self._start_remote()
-            self.scheduler_comm = rpc(address)
+            self.scheduler_comm = rpc(address, connection_args=self._connection_args)
             await super()._start()
         except BaseException as err:
             self.progress.update("failed", str(err)[:200])
@@ -280,6 +297,9 @@ class RemoteHTCondorCluster(Cluster):
         write_private_file(inputs / "condor-token", condor_token or "")
         write_private_file(inputs / "bearer-token", bearer or "")
         (inputs / "condor-ca.pem").write_text(self._condor_ca())
+        if self.tls:
+            (inputs / TLS_CERT).write_text(self.security.tls_scheduler_cert)
+            write_private_file(inputs / TLS_KEY, self.security.tls_scheduler_key)
         self._inputs = inputs
         return inputs
 
@@ -295,6 +315,10 @@ class RemoteHTCondorCluster(Cluster):
                 if text:
                     return text
         return None
+
+    @property
+    def _connection_args(self) -> dict[str, Any]:
+        return self.security.get_connection_args("client")
 
     def _condor_ca(self) -> str:
         """The CA of the schedd's SSL certificate (SciTokens run over SSL), for the bundle."""
@@ -439,13 +463,14 @@ class RemoteHTCondorCluster(Cluster):
             await self._tunnel.start()
         except Exception as err:
             raise GatewayError(f"cannot open the tunnel through {self.gateway}: {err}") from err
-        address = f"tcp://{self._tunnel.local_address(SCHEDULER_PORT)}"
+        scheme = "tls" if self.tls else "tcp"
+        address = f"{scheme}://{self._tunnel.local_address(SCHEDULER_PORT)}"
         self._local_dashboard = self._tunnel.local_address(DASHBOARD_PORT)
         self.progress.update("waiting for the scheduler to dial the gateway")
         last_error: Exception | None = None
         while True:
             try:
-                async with rpc(address, timeout=5) as probe:
+                async with rpc(address, timeout=5, connection_args=self._connection_args) as probe:
                     await asyncio.wait_for(probe.identity(), 10)
                     self.progress.update("tunnel up", address)
                     return address

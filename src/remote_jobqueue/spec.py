@@ -19,6 +19,11 @@ from dask.utils import format_bytes, parse_bytes
 from .data import CACHE_VARIABLE
 from .errors import ImpossibleResources
 
+#: The cluster's TLS certificate and key (one pair for every role, as `Security.temporary`
+#: makes it), in the scratch directory of the scheduler job and of every worker job.
+TLS_CERT = "tls-cert.pem"
+TLS_KEY = "tls-key.pem"
+
 #: Logical ports the bundle forwards through the gateway.
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
@@ -38,6 +43,7 @@ class WorkerSpec:
     requirements: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
     death_timeout: int = 60
+    tls: bool = False
 
     @classmethod
     def build(
@@ -91,6 +97,8 @@ class WorkerSpec:
         ]
         if self.processes > 1:
             args += ["--nworkers", str(self.processes)]
+        if self.tls:
+            args += ["--tls-ca-file", TLS_CERT, "--tls-cert", TLS_CERT, "--tls-key", TLS_KEY]
         if CACHE_VARIABLE in self.environment:
             # Before any task runs, point the worker's XRootD client at the site's cache.
             args += ["--preload", "remote_jobqueue.data"]

@@ -117,10 +117,11 @@ def test_the_dashboard_answers_through_the_tunnel_and_the_site_is_closed(facilit
     with RemoteHTCondorCluster(site="T2_A", quiet=True) as cluster:
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as response:
             assert response.status == 200
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         with Client(cluster) as client:
             real = client.scheduler_info()["address"]  # the scheduler's own, at the site
-        host, port = real.removeprefix("tcp://").rsplit(":", 1)
+        assert real.startswith("tls://"), "scheduler and workers talk TLS at the site"
+        host, port = real.removeprefix("tls://").rsplit(":", 1)
         assert host == facility.site("T2_A").address
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=3).close()
@@ -137,7 +138,8 @@ def _tunnel(facility, token: str, cluster_id: str) -> Tunnel:
     )
 
 
-async def _reaches_scheduler(tunnel: Tunnel) -> bool:
+async def _reaches_scheduler(tunnel: Tunnel, security) -> bool:
+    """Even holding the cluster's TLS certificate, only the gateway's routing decides."""
     import asyncio
 
     host, port = tunnel.local_address(8786).split(":")
@@ -145,7 +147,8 @@ async def _reaches_scheduler(tunnel: Tunnel) -> bool:
     try:
         from distributed.core import rpc
 
-        async with rpc(f"tcp://{host}:{port}", timeout=5) as r:
+        args = security.get_connection_args("client")
+        async with rpc(f"tls://{host}:{port}", timeout=5, connection_args=args) as r:
             await asyncio.wait_for(r.identity(), 8)
         return True
     except Exception:
@@ -164,10 +167,12 @@ def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
         async def scenario() -> None:
             alice_token = issuer.password_grant(facility, "alice", audience=aud)["access_token"]
             async with _tunnel(facility, alice_token, cid) as own:
-                assert await _reaches_scheduler(own), "alice must reach her own cluster"
+                reached = await _reaches_scheduler(own, cluster.security)
+                assert reached, "alice must reach her own cluster"
             bob_token = issuer.password_grant(facility, "bob", audience=aud)["access_token"]
             async with _tunnel(facility, bob_token, cid) as foreign:
-                assert not await _reaches_scheduler(foreign), "bob reached alice's cluster"
+                reached = await _reaches_scheduler(foreign, cluster.security)
+                assert not reached, "bob reached alice's cluster"
 
             expired = issuer.password_grant(facility, "alice", audience=aud, expires_in=1)
             await asyncio.sleep(12)  # past the validator's leeway
@@ -339,3 +344,26 @@ def test_a_token_renewed_at_the_client_reaches_the_running_bundle(facility, alic
             30,
             "the bundle holds the renewed token, 0600",
         )
+
+
+def test_at_the_site_only_the_clusters_own_certificate_reaches_the_scheduler(facility, alice):
+    import asyncio
+
+    from distributed import Security
+    from distributed.core import rpc
+
+    async def identity(address: str, security: Security) -> dict:
+        async with rpc(
+            address, timeout=5, connection_args=security.get_connection_args("client")
+        ) as scheduler:
+            return await asyncio.wait_for(scheduler.identity(), 10)
+
+    # At T2_LOCAL the scheduler's own address is reachable from here, as from any job there.
+    with RemoteHTCondorCluster(site="T2_LOCAL", quiet=True) as cluster:
+        with Client(cluster) as client:
+            real = client.scheduler_info()["address"]
+        assert asyncio.run(identity(real, cluster.security))["type"] == "Scheduler"
+        with pytest.raises((OSError, TimeoutError)):
+            asyncio.run(identity(real, Security.temporary()))  # another cluster's certificate
+        with pytest.raises((OSError, TimeoutError)):
+            asyncio.run(identity(real.replace("tls://", "tcp://"), Security()))  # none at all

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..data import JOB_PLUGIN_DIR, use_nearest_cache
-from ..spec import DASHBOARD_PORT, SCHEDULER_PORT, BundleSpec
+from ..spec import DASHBOARD_PORT, SCHEDULER_PORT, TLS_CERT, TLS_KEY, BundleSpec
 
 logger = logging.getLogger("remote_jobqueue.bundle")
 
@@ -81,6 +81,7 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     from .backends import LocalBackend
 
     host = "127.0.0.1" if local else site_address(spec.collector)
+    protocol = "tls" if spec.worker.tls else "tcp"
     port = 0
     resident = None
     if spec.resident_worker and spec.n_workers and not local:
@@ -88,14 +89,29 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         # start-up (imports) overlaps ours, and it connects as soon as the scheduler listens.
         port = free_port(host)
         resident = LocalBackend(spec.worker, spec.cluster_id, scratch)
-        await resident.submit(1, f"tcp://{host}:{port}")
+        await resident.submit(1, f"{protocol}://{host}:{port}")
 
-    from distributed import Scheduler
+    from distributed import Scheduler, Security
 
     from .agent import SiteAgent
     from .backends import HTCondorBackend, ResidentFirst
 
     options = {"dashboard_address": f"{host}:0", **spec.scheduler_options}
+    tls_files: tuple[Path, ...] = ()
+    if spec.worker.tls:
+        # Only holders of the cluster's certificate talk to the scheduler: its port is open to
+        # everyone at the site.
+        cert, key = str(scratch / TLS_CERT), str(scratch / TLS_KEY)
+        options["security"] = Security(
+            require_encryption=True,
+            tls_ca_file=cert,
+            tls_scheduler_cert=cert,
+            tls_scheduler_key=key,
+            tls_client_cert=cert,
+            tls_client_key=key,
+        )
+        options["protocol"] = "tls"
+        tls_files = (scratch / TLS_CERT, scratch / TLS_KEY)
     try:
         scheduler = await Scheduler(host=host, port=port, **options)
     except OSError:
@@ -111,7 +127,9 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     if local:
         backend = LocalBackend(spec.worker, spec.cluster_id, scratch)
     else:
-        backend = HTCondorBackend(spec.worker, spec.cluster_id, spec.collector, spec.schedd)
+        backend = HTCondorBackend(
+            spec.worker, spec.cluster_id, spec.collector, spec.schedd, inputs=tls_files
+        )
         if spec.resident_worker:
             resident = resident or LocalBackend(spec.worker, spec.cluster_id, scratch)
             backend = ResidentFirst(resident, backend)
@@ -182,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.spec.resolve().parent
     # Reads by the scheduler (and the resident worker, its child) go through the site's cache.
     use_nearest_cache(scratch / JOB_PLUGIN_DIR)
-    for secret in (scratch / CONDOR_TOKEN, scratch / BEARER_TOKEN):
+    for secret in (scratch / CONDOR_TOKEN, scratch / BEARER_TOKEN, scratch / TLS_KEY):
         if secret.exists():
             secret.chmod(0o600)
     if not args.local:

@@ -42,10 +42,16 @@ class HTCondorBackend:
     """Worker jobs at the bundle's own site, submitted with the bindings to the site's schedd."""
 
     def __init__(
-        self, spec: WorkerSpec, cluster_id: str, collector: str | None, schedd: str | None
+        self,
+        spec: WorkerSpec,
+        cluster_id: str,
+        collector: str | None,
+        schedd: str | None,
+        inputs: tuple[Path, ...] = (),
     ) -> None:
         self.spec, self.cluster_id = spec, cluster_id
         self.collector, self.schedd_name = collector, schedd
+        self.inputs = inputs  # files every worker job takes along (the TLS pair)
         self._schedd = None
 
     def _connect(self):
@@ -64,6 +70,8 @@ class HTCondorBackend:
 
         def go() -> list[str]:
             desc = self.spec.submit_description(scheduler_address, self.cluster_id)
+            if self.inputs:
+                desc["transfer_input_files"] = ",".join(str(path) for path in self.inputs)
             cluster = sched.submit(self._connect(), desc, count=count)
             return [f"{cluster}.{proc}" for proc in range(count)]
 
