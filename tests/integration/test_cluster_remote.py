@@ -120,7 +120,13 @@ def test_the_dashboard_answers_through_the_tunnel_and_the_site_is_closed(facilit
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         with Client(cluster) as client:
             real = client.scheduler_info()["address"]  # the scheduler's own, at the site
+            dashboard_hosts = client.run_on_scheduler(
+                lambda dask_scheduler: sorted(
+                    {s.getsockname()[0] for s in dask_scheduler.http_server._sockets.values()}
+                )
+            )
         assert real.startswith("tls://"), "scheduler and workers talk TLS at the site"
+        assert dashboard_hosts == ["127.0.0.1"], "the dashboard (plain HTTP) is on loopback only"
         host, port = real.removeprefix("tls://").rsplit(":", 1)
         assert host == facility.site("T2_A").address
         with pytest.raises(OSError):

@@ -96,7 +96,8 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     from .agent import SiteAgent
     from .backends import HTCondorBackend, ResidentFirst
 
-    options = {"dashboard_address": f"{host}:0", **spec.scheduler_options}
+    # The dashboard is plain HTTP: only on loopback, so it is reached through the tunnel alone.
+    options = {"dashboard_address": "127.0.0.1:0", **spec.scheduler_options}
     tls_files: tuple[Path, ...] = ()
     if spec.worker.tls:
         # Only holders of the cluster's certificate talk to the scheduler: its port is open to
@@ -156,7 +157,7 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         token_file = scratch / BEARER_TOKEN
         services = {SCHEDULER_PORT: (host, scheduler.port)}
         if dashboard:
-            services[DASHBOARD_PORT] = (host, dashboard)
+            services[DASHBOARD_PORT] = ("127.0.0.1", dashboard)
         forwarder = ReverseForwarder(
             gateway=spec.gateway,
             known_host_key=spec.gateway_host_key,
