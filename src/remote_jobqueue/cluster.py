@@ -695,6 +695,18 @@ class RemoteHTCondorCluster(Cluster):
         status_html = f"<table>{extra}</table>"
         return super()._repr_html_(cluster_status=status_html)
 
+    # Logs -----------------------------------------------------------------------------
+    async def _get_logs(self, cluster=True, scheduler=True, workers=True):
+        """Dask's logs plus the bundle's own ("Bundle": worker jobs, lease, tokens)."""
+        from distributed.utils import Log
+
+        logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
+        if scheduler and not self.lost:
+            with contextlib.suppress(Exception):
+                lines = await asyncio.wait_for(self.scheduler_comm.rjq_logs(), 30)
+                logs["Bundle"] = Log("\n".join(line for _level, line in lines))
+        return logs
+
     # Close ----------------------------------------------------------------------------
     async def _close(self) -> None:
         if self.status == Status.closed:

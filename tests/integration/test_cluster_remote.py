@@ -350,6 +350,9 @@ def test_a_token_renewed_at_the_client_reaches_the_running_bundle(facility, alic
             30,
             "the bundle holds the renewed token, 0600",
         )
+        bundle_log = cluster.get_logs()["Bundle"]
+        assert "bearer token renewed" in bundle_log  # the bundle's own story, fetched
+        assert fresh not in bundle_log, "a token never appears in a log line"
 
 
 def test_at_the_site_only_the_clusters_own_certificate_reaches_the_scheduler(facility, alice):

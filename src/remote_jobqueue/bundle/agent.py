@@ -48,12 +48,20 @@ class SiteAgent:
         self._recent: dict[str, float] = {}
 
     def install(self) -> None:
+        from distributed.utils import DequeHandler
+
+        # The bundle's own story (workers submitted, removed, tokens renewed, lease) for
+        # `cluster.get_logs()`: the scheduler's logs hold only what `distributed` said.
+        self.log_handler = DequeHandler(n=2000)
+        self.log_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logging.getLogger("remote_jobqueue").addHandler(self.log_handler)
         handlers = {
             "rjq_scale": self.handle_scale,
             "rjq_adapt": self.handle_adapt,
             "rjq_heartbeat": self.handle_heartbeat,
             "rjq_close": self.handle_close,
             "rjq_jobs": self.handle_jobs,
+            "rjq_logs": self.handle_logs,
         }
         self.scheduler.handlers.update(handlers)
         self._task = asyncio.create_task(self._loop())
@@ -106,6 +114,10 @@ class SiteAgent:
 
     async def handle_close(self, reason: str = "closed by the client") -> None:
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.shutdown(reason)))
+
+    async def handle_logs(self) -> list[tuple[str, str]]:
+        handler = self.log_handler
+        return [(record.levelname, handler.format(record)) for record in handler.deque]
 
     async def handle_jobs(self) -> dict[str, Any]:
         alive = await self.backend.alive()
