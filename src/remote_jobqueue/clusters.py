@@ -38,31 +38,29 @@ def _schedds(site: str | None) -> dict[tuple[str | None, str | None], list[str]]
     return pairs
 
 
-def _owner(collector: str | None, schedd_name: str | None) -> str:
-    """Who the schedd takes us for. (``QueryOpt.DefaultMyJobsOnly`` means the *local* user
-    when the process has not talked to the schedd yet, so it cannot serve here.)"""
+def _owner(location) -> str:
+    """Who the schedd at ``location`` takes us for. (``QueryOpt.DefaultMyJobsOnly`` means the
+    *local* user when the process has not talked to the schedd yet, so it cannot serve here.)"""
     import htcondor2
 
-    coll = htcondor2.Collector(collector) if collector else htcondor2.Collector()
     try:
-        if schedd_name:
-            ad = coll.locate(htcondor2.DaemonType.Schedd, schedd_name)
-        else:
-            ad = coll.locateAll(htcondor2.DaemonType.Schedd)[0]
-        who = str(htcondor2.ping(ad, "WRITE").get("MyRemoteUserName", ""))
+        who = str(htcondor2.ping(location, "WRITE").get("MyRemoteUserName", ""))
     except Exception as err:
-        raise sched.ScheddUnreachable(f"cannot reach the schedd {schedd_name}: {err}") from err
+        raise sched.ScheddUnreachable(f"cannot reach the schedd: {err}") from err
     if not who or who.startswith("unauthenticated"):
         raise RemoteJobqueueError(
-            f"the schedd {schedd_name} does not know who you are: check your token "
+            "the schedd does not know who you are: check your token "
             "(SEC_TOKEN_DIRECTORY or BEARER_TOKEN_FILE)"
         )
     return who.split("@", 1)[0]
 
 
 def _own_jobs(collector: str | None, schedd_name: str | None, constraint: str, projection):
-    schedd = sched.locate(collector, schedd_name)
-    owner = _owner(collector, schedd_name)
+    import htcondor2
+
+    location = sched.locate_ad(collector, schedd_name)
+    schedd = htcondor2.Schedd(location)
+    owner = _owner(location)
     return schedd, list(
         schedd.query(f'Owner == "{owner}" && ({constraint})', projection=[*projection])
     )

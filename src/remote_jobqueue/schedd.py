@@ -52,6 +52,11 @@ def use_config(path: str) -> None:
 
 def locate(collector: str | None, schedd_name: str | None) -> htcondor2.Schedd:
     """Return a Schedd located through ``collector`` (None: the configured COLLECTOR_HOST)."""
+    return htcondor2.Schedd(locate_ad(collector, schedd_name))
+
+
+def locate_ad(collector: str | None, schedd_name: str | None) -> htcondor2.classad.ClassAd:
+    """The schedd's location ad (for `htcondor2.Schedd`, or `htcondor2.ping`)."""
     try:
         coll = htcondor2.Collector(collector) if collector else htcondor2.Collector()
         if schedd_name:
@@ -72,7 +77,7 @@ def locate(collector: str | None, schedd_name: str | None) -> htcondor2.Schedd:
             f"{err}. "
             "Check CONDOR_CONFIG, the collector address and your token."
         ) from err
-    return htcondor2.Schedd(ad)
+    return ad
 
 
 def submit(schedd: htcondor2.Schedd, description: dict[str, str], count: int = 1) -> int:

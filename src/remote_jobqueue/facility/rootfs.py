@@ -157,12 +157,7 @@ def mount_runtime(root: Path, binds: list[Path]) -> None:
     ]
     for argv in plan:
         _run(argv, " ".join(argv))
-    ensure_binds(root, binds)
-
-
-def ensure_binds(root: Path, binds: list[Path]) -> None:
-    """Bind ``binds`` read-only into the chroot at the same paths, skipping those already there."""
-    for host_path in missing_binds(root, binds):
+    for host_path in binds:
         inside = root / str(host_path).lstrip("/")
         inside.mkdir(parents=True, exist_ok=True)
         # Parents we create inside the chroot must be traversable by job users.
