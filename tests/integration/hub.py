@@ -53,8 +53,8 @@ def ensure_host_user(name: str) -> pwd.struct_passwd:
 def grant_traverse(path: Path) -> list[tuple[Path, int]]:
     """Let other users traverse (not list) ``path``'s parents; returns what to restore.
 
-    The test's Python may live under /root (pyenv), which is 0700: servers running as alice
-    need to execute it.
+    The test's Python may live under /root (pyenv), and the checkout in a ``mktemp -d``
+    directory, both 0700: servers running as alice need to execute them.
     """
     changed = []
     for parent in reversed(path.resolve().parents):

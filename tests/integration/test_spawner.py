@@ -61,7 +61,10 @@ WATCH = 150  # seconds the refresh is watched
 def hub(facility, tmp_path_factory):
     for user in facility.users:
         ensure_host_user(user)
+    # Servers run as the users: they execute the interpreter and this checkout's virtualenv,
+    # wherever they are (under /root with pyenv, or in a 0700 directory from mktemp).
     restore = grant_traverse(Path(os.path.realpath(sys.executable)))
+    restore += grant_traverse(Path(sys.prefix) / "bin")
     cleanup_runtime()
     RUNTIME_BASE.mkdir(mode=0o755)
     workdir = tmp_path_factory.mktemp("hub")
