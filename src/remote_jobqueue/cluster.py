@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dask.utils import format_bytes, parse_bytes
 from distributed import Security
@@ -29,44 +29,32 @@ from distributed.core import Status, rpc
 from distributed.deploy.cluster import Cluster
 
 from . import config, sites
+from .adaptive import RemoteAdaptive
 from .errors import (
     ClusterLost,
     GatewayError,
-    ImpossibleResources,
     RemoteJobqueueError,
-    SchedulerJobHeld,
     StartTimeout,
 )
 from .progress import StartProgress
 from .spec import (
+    BEARER_TOKEN,
+    BUNDLE_SPEC,
+    CONDOR_CA,
+    CONDOR_TOKEN,
     DASHBOARD_PORT,
+    JOB_PATH,
     SCHEDULER_PORT,
     TLS_CERT,
     TLS_KEY,
     BundleSpec,
     WorkerSpec,
-    condor_arguments,
 )
 
+if TYPE_CHECKING:
+    from .scheduler_job import SchedulerJob
+
 logger = logging.getLogger("remote_jobqueue")
-#: HTCondor starts jobs without PATH; whatever runs a tool by name needs one (ROOT's C++
-#: interpreter asks ``c++`` where the system headers are, or fails to JIT in every job).
-JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-BUNDLE_INPUTS = ("bundle.json", "condor-token", "bearer-token", "condor-ca.pem")
-#: What the scheduler itself asks for (a resident worker's share comes on top).
-SCHEDULER_MEMORY_MB = 1024
-SCHEDULER_DISK_KB = 2**20
-
-
-class RemoteAdaptive:
-    """What `adapt` returns: the bounds, as dask-labextension reads them, and `stop()`."""
-
-    def __init__(self, cluster: RemoteHTCondorCluster, minimum: int, maximum: int) -> None:
-        self.cluster, self.minimum, self.maximum = cluster, minimum, maximum
-
-    def stop(self) -> None:
-        self.cluster._adaptive = None
 
 
 class RemoteHTCondorCluster(Cluster):
@@ -159,7 +147,8 @@ class RemoteHTCondorCluster(Cluster):
         self._local_proc: subprocess.Popen | None = None
         self._inputs: Path | None = None
         self._tasks: list[asyncio.Task] = []
-        self._adaptive_bounds: RemoteAdaptive | None = None
+        self._adaptive: RemoteAdaptive | None = None
+        self.scheduler_job: SchedulerJob | None = None
         self._local_dashboard: str | None = None
         self._bundle_token: str | None = None  # the bearer token the bundle holds
         super().__init__(
@@ -203,48 +192,7 @@ class RemoteHTCondorCluster(Cluster):
         )
 
     def scheduler_job_description(self) -> dict[str, str]:
-        desc = {
-            "universe": "vanilla",
-            "executable": self.worker_spec.python,
-            "transfer_executable": "false",
-            "arguments": condor_arguments(["-m", "remote_jobqueue.bundle", "bundle.json"]),
-            "transfer_input_files": ",".join(
-                BUNDLE_INPUTS + ((TLS_CERT, TLS_KEY) if self.tls else ())
-            ),
-            **self._scheduler_job_resources(),
-            "output": "scheduler.out",
-            "error": "scheduler.err",
-            "should_transfer_files": "YES",
-            "when_to_transfer_output": "ON_EXIT_OR_EVICT",
-            "+RjqClusterId": json.dumps(self.cluster_id),
-            "+RjqRole": '"scheduler"',
-            "+RjqSite": json.dumps(self.site.name),
-            # Spooled jobs would wait in the queue for their output to be fetched: don't.
-            "leave_in_queue": "false",
-            "job_machine_attrs": "SiteName",
-        }
-        if self.site.requirements:
-            desc["requirements"] = self.site.requirements
-        if self.worker_spec.environment:
-            from .spec import condor_environment
-
-            desc["environment"] = condor_environment(self.worker_spec.environment)
-        desc.update({k: str(v) for k, v in self.worker_spec.job_extra_directives.items()})
-        return desc
-
-    def _scheduler_job_resources(self) -> dict[str, str]:
-        """One core and 1 GiB for the scheduler; with a resident worker, that worker's share too."""
-        cpus, memory_mb, disk_kb = 1, SCHEDULER_MEMORY_MB, SCHEDULER_DISK_KB
-        if self.resident_worker:
-            spec = self.worker_spec
-            cpus = spec.cores
-            memory_mb += spec.memory_mb
-            disk_kb += math.ceil(spec.disk / 1024)
-        return {
-            "request_cpus": str(cpus),
-            "request_memory": str(memory_mb),
-            "request_disk": str(disk_kb),
-        }
+        return self.bundle_spec().submit_description()
 
     def job_script(self) -> str:
         """The submit descriptions of the scheduler job and of a worker job, for reading."""
@@ -252,7 +200,7 @@ class RemoteHTCondorCluster(Cluster):
         worker = self.worker_spec.submit_description("<scheduler address>", self.cluster_id)
         lines = ["# scheduler job (the bundle)"]
         lines += [f"{k} = {v}" for k, v in sched.items()] + ["queue", "", "# worker job"]
-        lines += [f"{k} = {v}" for k, v in worker.items()] + ["queue"]
+        lines += [f"{k} = {v}" for k, v in worker.items()] + ["queue WorkerName from (...)"]
         return "\n".join(lines)
 
     # Start --------------------------------------------------------------------------
@@ -284,19 +232,17 @@ class RemoteHTCondorCluster(Cluster):
         self.progress.update("running", self.scheduler_address)
         self.progress.done()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
-        if not self.site.is_local:
-            self._tasks.append(asyncio.create_task(self._watch_scheduler_job()))
 
     def _write_inputs(self, bearer: str | None) -> Path:
         from .tokens import write_private_file
 
         inputs = Path(tempfile.mkdtemp(prefix=f"{self.cluster_id}-"))
         inputs.chmod(0o700)
-        (inputs / "bundle.json").write_text(self.bundle_spec().to_json())
+        (inputs / BUNDLE_SPEC).write_text(self.bundle_spec().to_json())
         condor_token = self._condor_token()
-        write_private_file(inputs / "condor-token", condor_token or "")
-        write_private_file(inputs / "bearer-token", bearer or "")
-        (inputs / "condor-ca.pem").write_text(self._condor_ca())
+        write_private_file(inputs / CONDOR_TOKEN, condor_token or "")
+        write_private_file(inputs / BEARER_TOKEN, bearer or "")
+        (inputs / CONDOR_CA).write_text(self._condor_ca())
         if self.tls:
             (inputs / TLS_CERT).write_text(self.security.tls_scheduler_cert)
             write_private_file(inputs / TLS_KEY, self.security.tls_scheduler_key)
@@ -344,118 +290,33 @@ class RemoteHTCondorCluster(Cluster):
             )
         return token
 
-    async def _check_resources(self, schedd_module) -> None:
-        import htcondor2
-
-        def query() -> list:
-            coll = htcondor2.Collector(self.site.collector) if self.site.collector else None
-            coll = coll or htcondor2.Collector()
-            return coll.query(
-                htcondor2.AdTypes.Startd,
-                # In a collector query the machine ad is MY, not TARGET.
-                constraint=(self.site.requirements or "true").replace("TARGET.", "MY."),
-                projection=["TotalSlotCpus", "TotalSlotMemory", "Cpus", "Memory", "SiteName"],
-            )
-
-        try:
-            ads = await asyncio.to_thread(query)
-        except Exception as err:
-            raise schedd_module.ScheddUnreachable(
-                f"cannot reach the collector of site {self.site.name} at {self.site.collector}: "
-                f"{err}"
-            ) from err
-        if not ads:
-            return  # the site may be joining; the idle watch will say so
-        max_cpus = max(int(ad.get("TotalSlotCpus", ad.get("Cpus", 0))) for ad in ads)
-        max_mem = max(int(ad.get("TotalSlotMemory", ad.get("Memory", 0))) for ad in ads)
-        spec = self.worker_spec
-        sched_mem = int(self._scheduler_job_resources()["request_memory"])
-        largest = f"the largest has {max_cpus} cores and {format_bytes(max_mem * 2**20)}"
-        if spec.cores > max_cpus or spec.memory_mb > max_mem:
-            raise ImpossibleResources(
-                f"no machine at site {self.site.name} can run a worker job of {spec.cores} cores "
-                f"and {format_bytes(spec.memory)}: {largest}. Ask for less per job and scale out "
-                "instead."
-            )
-        if sched_mem > max_mem:
-            raise ImpossibleResources(
-                f"no machine at site {self.site.name} can run the scheduler job with its resident "
-                f"worker ({format_bytes(sched_mem * 2**20)}): {largest}. Ask for less memory "
-                "per job, or pass resident_worker=False."
-            )
-
     async def _start_remote(self) -> str:
-        from . import schedd as sched
+        from .capacity import check_fits
+        from .scheduler_job import SchedulerJob
 
         self.progress.update("checking the site")
         bearer = self._bearer_token()
         self._bundle_token = bearer
-        await self._check_resources(sched)
-        schedd = await asyncio.to_thread(sched.locate, self.site.collector, self.site.schedd)
-        self._schedd = schedd
+        await check_fits(self.site, self.worker_spec, self.bundle_spec().scheduler_resources())
         inputs = self._write_inputs(bearer)
-        desc = self.scheduler_job_description()
-        desc["initialdir"] = str(inputs)
+        desc = {**self.scheduler_job_description(), "initialdir": str(inputs)}
+        self.scheduler_job = SchedulerJob(self.site, desc, self.cluster_id)
         self.progress.update("submitting the scheduler job")
-        cluster = await asyncio.to_thread(sched.submit, schedd, desc)
-        self.job_id = f"{cluster}.0"
+        self.job_id = await self.scheduler_job.submit()
         self._log(f"submitted scheduler job {self.job_id} to {self.site.name}")
         deadline = time.monotonic() + self.start_timeout
-        await self._wait_running(schedd, cluster, deadline)
-        return await self._open_tunnel(bearer, deadline)
+        await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
+        return await self._open_tunnel(deadline)
 
-    async def _wait_running(self, schedd, cluster: int, deadline: float) -> None:
-        from . import schedd as sched
-
-        idle_since = time.monotonic()
-        while True:
-            ads = await asyncio.to_thread(
-                sched.job_ads,
-                schedd,
-                f"ClusterId == {cluster}",
-                ["LastRejMatchReason", "NumJobMatches", "RemoteHost"],
-            )
-            if not ads:
-                raise ClusterLost(f"the scheduler job {self.job_id} left the queue before running")
-            ad = ads[0]
-            status = ad["JobStatus"]
-            if (
-                status == sched.JobStatus.HELD
-                and ad.get("HoldReasonCode") != sched.SPOOLING_HOLD_CODE
-            ):
-                raise SchedulerJobHeld(self.job_id, ad.get("HoldReason", "unknown reason"))
-            if status in (sched.JobStatus.REMOVED, sched.JobStatus.COMPLETED):
-                raise ClusterLost(
-                    f"the scheduler job {self.job_id} ended before the cluster started"
-                )
-            if status == sched.JobStatus.RUNNING:
-                self.progress.update("running", f"scheduler job {self.job_id}")
-                return
-            reason = ad.get("LastRejMatchReason")
-            if status == sched.JobStatus.IDLE:
-                why = reason or "waiting for a match"
-                self.progress.update("idle", why)
-                if reason and time.monotonic() - idle_since > self.idle_grace:
-                    raise StartTimeout(
-                        f"the scheduler job {self.job_id} cannot start at {self.site.name}: "
-                        f"{reason} (after {self.idle_grace:.0f} s idle)"
-                    )
-            if time.monotonic() > deadline:
-                raise StartTimeout(
-                    f"the scheduler job {self.job_id} did not start within "
-                    f"{self.start_timeout:.0f} s; last state: {self.progress}"
-                )
-            await asyncio.sleep(0.25)
-
-    async def _open_tunnel(self, bearer: str, deadline: float) -> str:
+    async def _open_tunnel(self, deadline: float) -> str:
         from .gateway.tunnel import Tunnel
 
+        assert self.scheduler_job is not None
         self.progress.update("connecting through the gateway", self.gateway)
-        token_source = self._bearer_token
         self._tunnel = Tunnel(
             gateway=self.gateway,
             known_host_key=self.gateway_host_key,
-            token_source=token_source,
+            token_source=self._bearer_token,
             cluster_id=self.cluster_id,
             services=(SCHEDULER_PORT, DASHBOARD_PORT),
         )
@@ -468,6 +329,7 @@ class RemoteHTCondorCluster(Cluster):
         self._local_dashboard = self._tunnel.local_address(DASHBOARD_PORT)
         self.progress.update("waiting for the scheduler to dial the gateway")
         last_error: Exception | None = None
+        last_check = time.monotonic()
         while True:
             try:
                 async with rpc(address, timeout=5, connection_args=self._connection_args) as probe:
@@ -476,7 +338,9 @@ class RemoteHTCondorCluster(Cluster):
                     return address
             except (OSError, TimeoutError) as err:
                 last_error = err
-            await self._check_job_alive()
+            if time.monotonic() - last_check > 1:  # the job may have died meanwhile
+                last_check = time.monotonic()
+                await self.scheduler_job.check_alive()
             if time.monotonic() > deadline:
                 raise StartTimeout(
                     f"the scheduler job {self.job_id} runs but its scheduler did not reach the "
@@ -484,19 +348,6 @@ class RemoteHTCondorCluster(Cluster):
                     f"{last_error}); see the job's scheduler.err"
                 )
             await asyncio.sleep(0.1)
-
-    async def _check_job_alive(self) -> None:
-        from . import schedd as sched
-
-        ads = await asyncio.to_thread(
-            sched.job_ads,
-            self._schedd,
-            f'RjqClusterId == "{self.cluster_id}" && RjqRole == "scheduler"',
-        )
-        if not ads or ads[0]["JobStatus"] in (sched.JobStatus.REMOVED, sched.JobStatus.COMPLETED):
-            raise ClusterLost(f"the scheduler job {self.job_id} is gone")
-        if ads[0]["JobStatus"] == sched.JobStatus.HELD:
-            raise SchedulerJobHeld(self.job_id, ads[0].get("HoldReason", "?"))
 
     async def _start_local(self) -> str:
         self.progress.update("starting the bundle as local processes")
@@ -508,7 +359,7 @@ class RemoteHTCondorCluster(Cluster):
                 self.worker_spec.python,
                 "-m",
                 "remote_jobqueue.bundle",
-                str(inputs / "bundle.json"),
+                str(inputs / BUNDLE_SPEC),
                 "--local",
                 "--address-file",
                 str(address_file),
@@ -536,47 +387,45 @@ class RemoteHTCondorCluster(Cluster):
     async def _heartbeat(self) -> None:
         """Keep the lease, and hand the bundle our bearer token whenever it was renewed here
         (by the spawner's refresher, say), so the bundle can still reach the gateway and the
-        schedd after the token it started with has expired."""
-        interval = max(1.0, self.lease / 4)
+        schedd after the token it started with has expired.
+
+        The heartbeat is also how we notice that the scheduler job is gone: only when it fails
+        do we ask the schedd why, so a healthy cluster costs its schedd nothing.
+        """
+        interval = min(5.0, max(1.0, self.lease / 4))
         while self.status == Status.running:
             renewed = None
             if not self.site.is_local:
                 with contextlib.suppress(Exception):
                     current = await asyncio.to_thread(self._bearer_token)
                     renewed = current if current != self._bundle_token else None
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self.scheduler_comm.rjq_heartbeat(token=renewed), interval)
                 if renewed:
                     self._bundle_token = renewed
+            except Exception as err:
+                if await self._lost_because(err):
+                    return
             await asyncio.sleep(interval)
 
-    async def _watch_scheduler_job(self) -> None:
-        from . import schedd as sched
-
-        while self.status == Status.running:
-            await asyncio.sleep(2)
-            try:
-                ads = await asyncio.to_thread(
-                    sched.job_ads,
-                    self._schedd,
-                    f"ClusterId == {self.job_id.split('.')[0]}",
-                    ["RemoveReason"],
-                )
-            except Exception:
-                continue
-            ad = ads[0] if ads else None
-            if ad is None or ad["JobStatus"] in (
-                sched.JobStatus.REMOVED,
-                sched.JobStatus.COMPLETED,
-            ):
-                why = (ad or {}).get("RemoveReason") or "it left the queue"
-                await self._mark_lost(f"the scheduler job {self.job_id} ended: {why}")
-                return
-            if ad["JobStatus"] == sched.JobStatus.HELD:
-                await self._mark_lost(
-                    f"the scheduler job {self.job_id} was held: {ad.get('HoldReason', '?')}"
-                )
-                return
+    async def _lost_because(self, err: Exception) -> bool:
+        """After a failed heartbeat: is the cluster gone? If so, say why and mark it lost."""
+        if self.site.is_local:
+            if self._local_proc is not None and self._local_proc.poll() is not None:
+                await self._mark_lost(f"the local bundle exited ({self._local_proc.returncode})")
+                return True
+            return False
+        assert self.scheduler_job is not None
+        try:
+            await self.scheduler_job.check_alive()
+        except (ClusterLost, RemoteJobqueueError) as lost:
+            await self._mark_lost(str(lost))
+            return True
+        except Exception as query_error:
+            logger.warning(
+                "heartbeat failed (%s) and the schedd cannot say why: %s", err, query_error
+            )
+        return False
 
     async def _mark_lost(self, reason: str) -> None:
         self.lost = reason
@@ -592,6 +441,16 @@ class RemoteHTCondorCluster(Cluster):
             raise ClusterLost(f"cluster {self.cluster_id} is gone: {self.lost}")
         if self.status not in (Status.running, Status.starting):
             raise RemoteJobqueueError(f"cluster {self.cluster_id} is {self.status.name}")
+
+    def _request(self, coroutine_function, *args: Any) -> Any:
+        """Run a request to the bundle: at once in sync code; in async code as a task that has
+        started already, so callers that never await it (dask-labextension) still reach the
+        site, and callers that do await it get its result or error."""
+        if self.asynchronous:
+            task = asyncio.ensure_future(coroutine_function(*args))
+            task.add_done_callback(_log_failure)
+            return task
+        return self.sync(coroutine_function, *args)
 
     # Scaling --------------------------------------------------------------------------
     def _jobs_for(
@@ -614,14 +473,15 @@ class RemoteHTCondorCluster(Cluster):
         memory: str | int | None = None,
         cores: int | None = None,
     ):
-        """Scale to ``n`` workers (or ``jobs`` jobs, or enough for ``memory`` / ``cores``)."""
+        """Scale to ``n`` workers (or ``jobs`` jobs, or enough for ``memory`` / ``cores``);
+        stops adaptivity, as in `distributed`."""
         self._check_usable()
-        self._adaptive_bounds = None
-        return self.sync(self._scale_jobs, self._jobs_for(n, jobs, memory, cores))
+        self._adaptive = None
+        return self._request(self._scale_jobs, self._jobs_for(n, jobs, memory, cores))
 
-    async def _scale_jobs(self, jobs: int) -> None:
+    async def _scale_jobs(self, jobs: int) -> dict[str, Any]:
         self._check_usable()
-        await self.scheduler_comm.rjq_scale(jobs=jobs)
+        return await self.scheduler_comm.rjq_scale(jobs=jobs)
 
     def adapt(
         self,
@@ -630,31 +490,38 @@ class RemoteHTCondorCluster(Cluster):
         minimum_jobs: int | None = None,
         maximum_jobs: int | None = None,
         wait_count: int = 3,
+        interval: str | float = "1s",
+        target_duration: str | float = "5s",
         **kwargs: Any,
     ) -> RemoteAdaptive:
-        """Let the bundle's agent keep between the bounds, decided next to the scheduler."""
+        """Adapt between the bounds, decided next to the scheduler by `distributed`'s own
+        `Adaptive`; returns at once, in both modes, an object with ``.minimum``, ``.maximum``
+        and ``stop()`` (awaitable in async code: it waits for the site to take the request)."""
         self._check_usable()
         processes = self.worker_spec.processes
         lo = minimum_jobs if minimum_jobs is not None else math.ceil((minimum or 0) / processes)
         hi = maximum_jobs if maximum_jobs is not None else math.ceil((maximum or 10) / processes)
         if lo > hi:
             raise ValueError(f"minimum ({lo} jobs) is larger than maximum ({hi} jobs)")
-        self._adaptive_bounds = RemoteAdaptive(self, lo * processes, hi * processes)
-        result = self.sync(self._adapt, lo, hi, wait_count)
-        if self.asynchronous:
+        options = {
+            "wait_count": wait_count,
+            "interval": interval,
+            "target_duration": target_duration,
+        }
+        adaptive = RemoteAdaptive(self, lo * processes, hi * processes)
+        self._adaptive = adaptive
+        adaptive.request = self._request(self._adapt, lo, hi, options)
+        return adaptive
 
-            async def _():
-                await result
-                return self._adaptive_bounds
+    async def _adapt(self, lo: int, hi: int, options: dict[str, Any]) -> dict[str, Any]:
+        return await self.scheduler_comm.rjq_adapt(minimum_jobs=lo, maximum_jobs=hi, **options)
 
-            return _()
-        return self._adaptive_bounds
-
-    async def _adapt(self, lo: int, hi: int, wait_count: int) -> None:
-        await self.scheduler_comm.rjq_adapt(minimum_jobs=lo, maximum_jobs=hi, wait_count=wait_count)
+    async def _adapt_stop(self) -> dict[str, Any]:
+        return await self.scheduler_comm.rjq_adapt_stop()
 
     def jobs(self):
-        """The worker jobs the bundle's agent keeps, with their states."""
+        """The worker jobs the site cluster keeps: target, each worker's job and state (held
+        ones with their reason), the holds seen, and why no more are submitted, if so."""
         return self.sync(self._jobs)
 
     async def _jobs(self) -> dict[str, Any]:
@@ -697,7 +564,7 @@ class RemoteHTCondorCluster(Cluster):
 
     # Logs -----------------------------------------------------------------------------
     async def _get_logs(self, cluster=True, scheduler=True, workers=True):
-        """Dask's logs plus the bundle's own ("Bundle": worker jobs, lease, tokens)."""
+        """Dask's logs plus the bundle's own ("Bundle": worker jobs, holds, lease, tokens)."""
         from distributed.utils import Log
 
         logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
@@ -714,24 +581,23 @@ class RemoteHTCondorCluster(Cluster):
         # Stop watching first: the scheduler job ending now is what we asked for, not a loss.
         for task in self._tasks:
             task.cancel()
+        worker_clusters: set[int] = set()
         if self.scheduler_comm is not None and not self.lost:
             with contextlib.suppress(Exception):
+                jobs = await asyncio.wait_for(self.scheduler_comm.rjq_jobs(), 5)
+                worker_clusters = _cluster_ids(jobs)
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.scheduler_comm.rjq_close(), 10)
-        await self._cleanup("cluster closed")
+        await self._cleanup("cluster closed", worker_clusters)
         self.status = Status.running if self.status == Status.failed else self.status
         with contextlib.suppress(Exception):
             await super()._close()
         self.status = Status.closed
 
-    async def _cleanup(self, reason: str) -> None:
+    async def _cleanup(self, reason: str, worker_clusters: set[int] = frozenset()) -> None:
         """Remove every job of the cluster, stop the tunnel and local processes, delete inputs."""
-        if not self.site.is_local and getattr(self, "_schedd", None) is not None:
-            from . import schedd as sched
-
-            constraint = f'RjqClusterId == "{self.cluster_id}"'
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(sched.remove, self._schedd, constraint, reason)
-            await self._wait_queue_empty(constraint)
+        if self.scheduler_job is not None:
+            await self.scheduler_job.remove(reason, worker_clusters)
         if self._tunnel is not None:
             with contextlib.suppress(Exception):
                 await self._tunnel.close()
@@ -748,16 +614,17 @@ class RemoteHTCondorCluster(Cluster):
             shutil.rmtree(self._inputs, ignore_errors=True)
             self._inputs = None
 
-    async def _wait_queue_empty(self, constraint: str, timeout: float = 30) -> None:
-        from . import schedd as sched
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                ads = await asyncio.to_thread(sched.job_ads, self._schedd, constraint)
-            except Exception:
-                return
-            if not ads:
-                return
-            await asyncio.sleep(0.5)
-        logger.warning("jobs of %s still in the queue after %.0f s", self.cluster_id, timeout)
+def _cluster_ids(jobs: dict[str, Any]) -> set[int]:
+    """The ClusterIds of the worker jobs the bundle reported (``"12.0"``; not "resident")."""
+    ids = set()
+    for entry in jobs.get("jobs", {}).values():
+        job = str(entry.get("job") or "")
+        if job[:1].isdigit():
+            ids.add(int(job.split(".")[0]))
+    return ids
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("request to the cluster failed: %s", task.exception())

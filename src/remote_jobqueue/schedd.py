@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from enum import IntEnum
 
 import htcondor2
 
-#: Hold reason code while a spooled job's input is still on its way: not a real hold.
-SPOOLING_HOLD_CODE = 16
+from .jobstate import (
+    STATUS_ATTRIBUTES,
+    JobPhase,
+    JobState,
+    JobStatus,
+    by_cluster_ids,
+    classify,
+    job_id,
+)
 
-
-class JobStatus(IntEnum):
-    IDLE = 1
-    RUNNING = 2
-    REMOVED = 3
-    COMPLETED = 4
-    HELD = 5
-    TRANSFERRING_OUTPUT = 6
-    SUSPENDED = 7
+__all__ = ["JobStatus", "ScheddUnreachable", "locate", "phases", "remove", "submit"]
 
 
 class ScheddUnreachable(ConnectionError):
@@ -80,10 +78,22 @@ def locate_ad(collector: str | None, schedd_name: str | None) -> htcondor2.class
     return ad
 
 
-def submit(schedd: htcondor2.Schedd, description: dict[str, str], count: int = 1) -> int:
-    """Submit with spooling (the client shares no file system with the site); return ClusterId."""
+def submit(
+    schedd: htcondor2.Schedd,
+    description: dict[str, str],
+    count: int = 1,
+    itemdata: list[dict[str, str]] | None = None,
+) -> int:
+    """Submit with spooling (the client shares no file system with the site); return ClusterId.
+
+    With ``itemdata``, one job per item (ProcId in order), each item's keys as submit variables.
+    """
     try:
-        result = schedd.submit(htcondor2.Submit(description), count=count, spool=True)
+        job = htcondor2.Submit(description)
+        if itemdata:
+            result = schedd.submit(job, spool=True, itemdata=iter(itemdata))
+        else:
+            result = schedd.submit(job, count=count, spool=True)
         schedd.spool(result)
     except Exception as err:
         if "Failed to create job ad" in str(err):
@@ -95,38 +105,42 @@ def submit(schedd: htcondor2.Schedd, description: dict[str, str], count: int = 1
 def job_ads(
     schedd: htcondor2.Schedd, constraint: str, projection: Iterable[str] = ()
 ) -> list[htcondor2.classad.ClassAd]:
-    base = ["ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode"]
-    return list(schedd.query(constraint, projection=[*base, *projection]))
+    return list(schedd.query(constraint, projection=[*STATUS_ATTRIBUTES, *projection]))
+
+
+def phases(schedd: htcondor2.Schedd, cluster_ids: Iterable[int]) -> dict[str, JobPhase]:
+    """The phase of every job of these ClusterIds still in the queue: one query."""
+    ids = set(cluster_ids)
+    if not ids:
+        return {}
+    return {job_id(ad): classify(ad) for ad in job_ads(schedd, by_cluster_ids(ids))}
 
 
 def wait_for_status(
     schedd: htcondor2.Schedd,
     cluster: int,
-    wanted: set[JobStatus],
+    wanted: set[JobState] | set[JobStatus],
     timeout: float,
     poll: float = 0.25,
-) -> htcondor2.classad.ClassAd | None:
+) -> JobPhase | None:
     """Wait until every job of ``cluster`` is in one of ``wanted`` (or gone from the queue).
 
-    Returns the last ad seen (None once the cluster has left the queue). A real hold raises
-    :class:`JobHeld`; the transient "spooling input" hold does not.
+    Returns the last phase seen (None once the cluster has left the queue). A hold not in
+    ``wanted`` raises :class:`JobHeld`.
     """
+    wanted = {classify({"JobStatus": w}).state if isinstance(w, JobStatus) else w for w in wanted}
     deadline = time.monotonic() + timeout
     while True:
-        ads = job_ads(schedd, f"ClusterId == {cluster}")
-        if not ads:
+        seen = list(phases(schedd, [cluster]).values())
+        if not seen:
             return None
-        for ad in ads:
-            if ad["JobStatus"] == JobStatus.HELD and ad.get("HoldReasonCode") != SPOOLING_HOLD_CODE:
-                if JobStatus.HELD in wanted:
-                    continue
-                raise JobHeld(
-                    f"{cluster}.{ad['ProcId']}", ad.get("HoldReason", "?"), ad.get("HoldReasonCode")
-                )
-        if all(ad["JobStatus"] in wanted for ad in ads):
-            return ads[-1]
+        for phase in seen:
+            if phase.state == JobState.HELD and JobState.HELD not in wanted:
+                raise JobHeld(phase.job_id, phase.reason)
+        if all(phase.state in wanted for phase in seen):
+            return seen[-1]
         if time.monotonic() > deadline:
-            states = sorted({JobStatus(ad["JobStatus"]).name for ad in ads})
+            states = sorted({str(phase.state) for phase in seen})
             raise TimeoutError(f"cluster {cluster} still {states} after {timeout:.0f} s")
         time.sleep(poll)
 

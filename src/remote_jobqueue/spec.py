@@ -1,8 +1,10 @@
 """What a cluster is made of, as plain data: the worker job template and the bundle's spec.
 
 The client builds a :class:`BundleSpec` and ships it to the site as a JSON input file (never a
-token in it); the bundle's site agent builds worker jobs from its :class:`WorkerSpec`. Keeping
-both as data makes `job_script()` and the bundle agree on what a worker job is.
+token in it); the bundle builds worker jobs from its :class:`WorkerSpec`. Both submit
+descriptions come from one function (`job_description`), and the names of the files and
+logical ports that client, bundle and gateway agree on live here, so `job_script()`, the
+scheduler job and the worker jobs cannot drift apart.
 """
 
 from __future__ import annotations
@@ -23,10 +25,26 @@ from .errors import ImpossibleResources
 #: makes it), in the scratch directory of the scheduler job and of every worker job.
 TLS_CERT = "tls-cert.pem"
 TLS_KEY = "tls-key.pem"
+#: The scheduler job's other input files: its spec (no secrets), the user's HTCondor token (to
+#: submit worker jobs), bearer token (to dial the gateway) and the schedd's CA (SciTokens).
+BUNDLE_SPEC = "bundle.json"
+CONDOR_TOKEN = "condor-token"
+BEARER_TOKEN = "bearer-token"
+CONDOR_CA = "condor-ca.pem"
+BUNDLE_INPUTS = (BUNDLE_SPEC, CONDOR_TOKEN, BEARER_TOKEN, CONDOR_CA)
 
 #: Logical ports the bundle forwards through the gateway.
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
+
+#: HTCondor starts jobs without PATH; whatever runs a tool by name needs one (ROOT's C++
+#: interpreter asks ``c++`` where the system headers are, or fails to JIT in every job).
+JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: What the scheduler itself asks for (a resident worker's share comes on top).
+SCHEDULER_MEMORY_MB = 1024
+SCHEDULER_DISK_KB = 2**20
+#: The submit variable that carries each worker job's Dask name (one item per job).
+WORKER_NAME_VARIABLE = "WorkerName"
 
 
 @dataclass(frozen=True)
@@ -105,32 +123,16 @@ class WorkerSpec:
         return [*args, *self.worker_extra_args]
 
     def submit_description(self, scheduler_address: str, cluster_id: str) -> dict[str, str]:
-        """The HTCondor submit description of worker jobs (one per ProcId)."""
-        name = f"{cluster_id}-$(ClusterId).$(ProcId)"
-        desc = {
-            "universe": "vanilla",
-            "executable": self.python,
-            "transfer_executable": "false",
-            "arguments": condor_arguments(self.worker_args(scheduler_address, name)),
-            "request_cpus": str(self.cores),
-            "request_memory": f"{self.memory_mb}",
-            "request_disk": f"{math.ceil(self.disk / 1024)}",
-            "output": "worker-$(ClusterId).$(ProcId).out",
-            "error": "worker-$(ClusterId).$(ProcId).err",
-            "should_transfer_files": "YES",
-            "when_to_transfer_output": "ON_EXIT_OR_EVICT",
-            "+RjqClusterId": json.dumps(cluster_id),
-            "+RjqRole": '"worker"',
-            # Spooled jobs would wait in the queue for their output to be fetched: don't.
-            "leave_in_queue": "false",
-            "job_machine_attrs": "SiteName",
-        }
-        if self.requirements:
-            desc["requirements"] = self.requirements
-        if self.environment:
-            desc["environment"] = condor_environment(self.environment)
-        desc.update({k: str(v) for k, v in self.job_extra_directives.items()})
-        return desc
+        """Worker jobs' submit description; each job's name comes as item data."""
+        return job_description(
+            role="worker",
+            cluster_id=cluster_id,
+            argv=self.worker_args(scheduler_address, f"$({WORKER_NAME_VARIABLE})"),
+            resources=(self.cores, self.memory_mb, math.ceil(self.disk / 1024)),
+            inputs=(TLS_CERT, TLS_KEY) if self.tls else (),
+            output_stem="worker-$(ClusterId).$(ProcId)",
+            worker=self,
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -157,6 +159,32 @@ class BundleSpec:
     scheduler_options: dict[str, Any] = field(default_factory=dict)
     n_workers: int = 0
     resident_worker: bool = False
+    #: Seconds between the bundle's status queries of its worker jobs at steady state.
+    poll_interval: float = 10.0
+    #: Consecutive failed worker jobs (held, or gone before their worker joined) after which
+    #: no replacement is submitted.
+    worker_failure_limit: int = 3
+
+    def scheduler_resources(self) -> tuple[int, int, int]:
+        """(cpus, memory MB, disk KB): one core and 1 GiB, plus a resident worker's share."""
+        if not self.resident_worker:
+            return 1, SCHEDULER_MEMORY_MB, SCHEDULER_DISK_KB
+        worker = self.worker
+        disk_kb = SCHEDULER_DISK_KB + math.ceil(worker.disk / 1024)
+        return worker.cores, SCHEDULER_MEMORY_MB + worker.memory_mb, disk_kb
+
+    def submit_description(self) -> dict[str, str]:
+        """The scheduler job's submit description (the bundle)."""
+        desc = job_description(
+            role="scheduler",
+            cluster_id=self.cluster_id,
+            argv=["-m", "remote_jobqueue.bundle", BUNDLE_SPEC],
+            resources=self.scheduler_resources(),
+            inputs=BUNDLE_INPUTS + ((TLS_CERT, TLS_KEY) if self.worker.tls else ()),
+            output_stem="scheduler",
+            worker=self.worker,
+        )
+        return {**desc, "+RjqSite": json.dumps(self.site)}
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -168,6 +196,48 @@ class BundleSpec:
         data = json.loads(text)
         data["worker"] = WorkerSpec.from_json(data["worker"])
         return cls(**data)
+
+
+def job_description(
+    *,
+    role: str,
+    cluster_id: str,
+    argv: list[str],
+    resources: tuple[int, int, int],
+    inputs: tuple[str, ...],
+    output_stem: str,
+    worker: WorkerSpec,
+) -> dict[str, str]:
+    """A job of the cluster, scheduler or worker: ``worker``'s Python, site, environment and
+    extra directives; ``resources`` is (cpus, memory MB, disk KB)."""
+    cpus, memory_mb, disk_kb = resources
+    desc = {
+        "universe": "vanilla",
+        "executable": worker.python,
+        "transfer_executable": "false",
+        "arguments": condor_arguments(argv),
+        "request_cpus": str(cpus),
+        "request_memory": str(memory_mb),
+        "request_disk": str(disk_kb),
+        "output": f"{output_stem}.out",
+        "error": f"{output_stem}.err",
+        "should_transfer_files": "YES",
+        "when_to_transfer_output": "ON_EXIT_OR_EVICT",
+        # Tags for people and the CLI; we track our jobs by the ClusterIds we got, never these.
+        "+RjqClusterId": json.dumps(cluster_id),
+        "+RjqRole": json.dumps(role),
+        # Spooled jobs would wait in the queue for their output to be fetched: don't.
+        "leave_in_queue": "false",
+        "job_machine_attrs": "SiteName",
+    }
+    if inputs:
+        desc["transfer_input_files"] = ",".join(inputs)
+    if worker.requirements:
+        desc["requirements"] = worker.requirements
+    if worker.environment:
+        desc["environment"] = condor_environment(worker.environment)
+    desc.update({k: str(v) for k, v in worker.job_extra_directives.items()})
+    return desc
 
 
 def condor_arguments(argv: list[str]) -> str:

@@ -26,7 +26,7 @@ def agent(tmp_path):
     token_file.write_text(_token(lifetime=60))
     token_file.chmod(0o600)
     scheduler = SimpleNamespace(handlers={}, workers={}, address="tcp://s:1")
-    return SiteAgent(scheduler, backend=None, cluster_id="rjq-x", token_file=token_file)  # type: ignore[arg-type]
+    return SiteAgent(scheduler, None, "rjq-x", token_file=token_file)  # type: ignore[arg-type]
 
 
 def test_a_longer_lived_token_of_the_same_user_replaces_ours(agent):

@@ -18,13 +18,18 @@ import sys
 from pathlib import Path
 
 from ..data import JOB_PLUGIN_DIR, use_nearest_cache
-from ..spec import DASHBOARD_PORT, SCHEDULER_PORT, TLS_CERT, TLS_KEY, BundleSpec
+from ..spec import (
+    BEARER_TOKEN,
+    CONDOR_CA,
+    CONDOR_TOKEN,
+    DASHBOARD_PORT,
+    SCHEDULER_PORT,
+    TLS_CERT,
+    TLS_KEY,
+    BundleSpec,
+)
 
 logger = logging.getLogger("remote_jobqueue.bundle")
-
-CONDOR_TOKEN = "condor-token"
-BEARER_TOKEN = "bearer-token"
-CONDOR_CA = "condor-ca.pem"
 
 
 def site_address(collector: str | None) -> str:
@@ -78,7 +83,7 @@ def free_port(host: str) -> int:
 
 
 async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path | None) -> int:
-    from .backends import LocalBackend
+    from .worker_jobs import WorkerProcess
 
     host = "127.0.0.1" if local else site_address(spec.collector)
     protocol = "tls" if spec.worker.tls else "tcp"
@@ -88,31 +93,26 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         # Start the resident worker first, at the port the scheduler is about to take: its
         # start-up (imports) overlaps ours, and it connects as soon as the scheduler listens.
         port = free_port(host)
-        resident = LocalBackend(spec.worker, spec.cluster_id, scratch)
-        await resident.submit(1, f"{protocol}://{host}:{port}")
+        resident = WorkerProcess(
+            f"{protocol}://{host}:{port}",
+            name=f"{spec.cluster_id}-0",
+            worker=spec.worker,
+            log_dir=scratch,
+            label="resident",
+        )
+        await resident
 
-    from distributed import Scheduler, Security
+    from distributed import Scheduler
 
     from .agent import SiteAgent
-    from .backends import HTCondorBackend, ResidentFirst
+    from .site_cluster import SiteCluster
+    from .tracker import JobTracker
 
+    security = scheduler_security(spec, scratch)
     # The dashboard is plain HTTP: only on loopback, so it is reached through the tunnel alone.
     options = {"dashboard_address": "127.0.0.1:0", **spec.scheduler_options}
-    tls_files: tuple[Path, ...] = ()
     if spec.worker.tls:
-        # Only holders of the cluster's certificate talk to the scheduler: its port is open to
-        # everyone at the site.
-        cert, key = str(scratch / TLS_CERT), str(scratch / TLS_KEY)
-        options["security"] = Security(
-            require_encryption=True,
-            tls_ca_file=cert,
-            tls_scheduler_cert=cert,
-            tls_scheduler_key=key,
-            tls_client_cert=cert,
-            tls_client_key=key,
-        )
-        options["protocol"] = "tls"
-        tls_files = (scratch / TLS_CERT, scratch / TLS_KEY)
+        options.update(security=security, protocol="tls")
     try:
         scheduler = await Scheduler(host=host, port=port, **options)
     except OSError:
@@ -120,35 +120,46 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
             raise
         logger.warning("port %d was taken meanwhile; the scheduler takes another", port)
         if resident is not None:
-            await resident.remove_all()
+            await resident.close()
+            resident = None
         scheduler = await Scheduler(host=host, port=0, **options)
     dashboard = scheduler.http_server.port if scheduler.http_server else None
     logger.info("scheduler at %s, dashboard port %s", scheduler.address, dashboard)
 
-    if local:
-        backend = LocalBackend(spec.worker, spec.cluster_id, scratch)
-    else:
-        backend = HTCondorBackend(
-            spec.worker, spec.cluster_id, spec.collector, spec.schedd, inputs=tls_files
+    tracker = None
+    if not local:
+        tracker = JobTracker(
+            spec.collector,
+            spec.schedd,
+            spec.worker.submit_description(scheduler.address, spec.cluster_id),
+            scratch,
+            interval=spec.poll_interval,
         )
-        if spec.resident_worker:
-            resident = resident or LocalBackend(spec.worker, spec.cluster_id, scratch)
-            backend = ResidentFirst(resident, backend)
+        tracker.start()
+    site = SiteCluster(
+        scheduler,
+        spec.cluster_id,
+        spec.worker,
+        tracker=tracker,
+        scratch=scratch,
+        security=security,
+        resident_worker=spec.resident_worker,
+        failure_limit=spec.worker_failure_limit,
+    )
+    if resident is not None:
+        site.adopt_resident(resident)
+    await site
     agent = SiteAgent(
         scheduler,
-        backend,
+        site,
         spec.cluster_id,
-        processes=spec.worker.processes,
         lease=spec.lease,
         token_file=scratch / BEARER_TOKEN if spec.gateway else None,
     )
     agent.install()
     if spec.n_workers:
         # Before dialling the gateway: workers start while the tunnel comes up.
-        try:
-            await agent.handle_scale(spec.n_workers)
-        except Exception:
-            logger.exception("starting the first %d worker(s) failed", spec.n_workers)
+        site.scale(spec.n_workers)
 
     forwarder = None
     if spec.gateway:
@@ -178,10 +189,31 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
             sig, lambda s=sig: asyncio.ensure_future(agent.shutdown(f"received {s.name}"))
         )
     await scheduler.finished()
+    if tracker is not None:
+        await tracker.close()
+        await tracker.remove_all("cluster closed by remote-jobqueue")
     if forwarder is not None:
         await forwarder.close()
     logger.info("bundle done: %s", agent.close_reason or "scheduler closed")
     return 0
+
+
+def scheduler_security(spec: BundleSpec, scratch: Path):
+    """With TLS, only holders of the cluster's certificate talk to the scheduler (its port is
+    open to everyone at the site); the site cluster's own connection uses the same pair."""
+    from distributed import Security
+
+    if not spec.worker.tls:
+        return Security()
+    cert, key = str(scratch / TLS_CERT), str(scratch / TLS_KEY)
+    return Security(
+        require_encryption=True,
+        tls_ca_file=cert,
+        tls_scheduler_cert=cert,
+        tls_scheduler_key=key,
+        tls_client_cert=cert,
+        tls_client_key=key,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
