@@ -146,7 +146,7 @@ def clusters_stop(cluster_id: str, site: str | None) -> None:
 @click.pass_context
 def gateway_command(ctx: click.Context) -> None:
     """Run the SSH gateway (`remote-jobqueue gateway --help` for its options)."""
-    from .gateway.server import main as gateway_main
+    from .gateway.cli import main as gateway_main
 
     sys.exit(gateway_main(ctx.args))
 

@@ -22,7 +22,7 @@ def host_key_path(cfg: FacilityConfig) -> Path:
 
 
 def public_host_key(cfg: FacilityConfig) -> str:
-    from ..gateway.server import load_or_create_host_key, public_key_text
+    from ..gateway.hostkeys import load_or_create_host_key, public_key_text
 
     path = host_key_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

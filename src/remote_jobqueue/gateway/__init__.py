@@ -1,29 +1,22 @@
 """SSH gateway, bundle-side reverse forwarder and user-side tunnel.
 
-See :mod:`.server` for why the gateway binds no port per cluster and how a user is confined to
-their own clusters.
+See :mod:`.registry` for why the gateway binds no port per cluster and how a user is confined to
+their own clusters, and :mod:`.server` for how their connections are joined.
 """
 
+from .auth import AuthenticationFailed, Authenticator, ChainAuthenticator, JWTAuthenticator
+from .cli import main
 from .forwarder import DASHBOARD_PORT, SCHEDULER_PORT, ReverseForwarder
-from .server import (
-    ANY_USERNAME,
-    AuthenticationFailed,
-    Authenticator,
-    ChainAuthenticator,
-    Gateway,
-    GatewayServer,
-    JWTAuthenticator,
-    Registration,
-    Registry,
-    RegistryFull,
-    check_cluster_id,
+from .hostkeys import (
     host_key_fingerprint,
     known_hosts_line,
+    load_host_keys,
     load_or_create_host_key,
-    main,
     public_key_text,
-    serve,
 )
+from .protocol import ANY_USERNAME, check_cluster_id
+from .registry import Registration, Registry, RegistryFull
+from .server import Gateway, GatewayServer, serve
 from .tunnel import (
     Backoff,
     GatewayLink,
@@ -34,7 +27,6 @@ from .tunnel import (
     TunnelHostKeyError,
     TunnelUnreachable,
     connect_gateway,
-    load_host_keys,
 )
 
 __all__ = [

@@ -1,5 +1,5 @@
-"""``python -m remote_jobqueue.gateway``: run the gateway (see :func:`.server.main`)."""
+"""``python -m remote_jobqueue.gateway``: run the gateway (see :func:`.cli.main`)."""
 
-from .server import main
+from .cli import main
 
 raise SystemExit(main())

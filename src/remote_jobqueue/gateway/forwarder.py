@@ -14,8 +14,9 @@ from typing import Unpack
 
 import asyncssh
 
-from .server import check_cluster_id
-from .tunnel import GatewayLink, HostKeySpec, LinkOptions, TokenSource, TunnelError
+from .hostkeys import HostKeySpec
+from .protocol import check_cluster_id
+from .tunnel import GatewayLink, LinkOptions, TokenSource, TunnelError
 
 log = logging.getLogger(__name__)
 

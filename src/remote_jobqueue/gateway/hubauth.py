@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .server import AuthenticationFailed
+from .auth import AuthenticationFailed
 
 #: JupyterHub API tokens: 32 hex (old) or prefixed url-safe tokens (4.x+); never a JWT.
 _HUB_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")

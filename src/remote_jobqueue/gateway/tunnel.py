@@ -18,32 +18,29 @@ import contextlib
 import hashlib
 import inspect
 import logging
-import os
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Self, TypedDict, Unpack
 
 import asyncssh
 
 from ..tokens import discover_bearer_token, redact
-from .server import (
+from .hostkeys import HostKeySpec, load_host_keys
+from .protocol import (
     ANY_USERNAME,
     AUTH_BANNER_PREFIX,
     AUTH_BANNER_TEMPORARY,
     check_cluster_id,
-    install_log_redaction,
     parse_host_port,
 )
+from .redaction import install_log_redaction
 
 log = logging.getLogger(__name__)
 
 #: Returns the current bearer token (or ``None`` if there is none); may be a coroutine function.
 TokenSource = Callable[[], str | Awaitable[str | None] | None]
-#: A pinned gateway key: key text, ``known_hosts`` text, a path to either, or key objects.
-HostKeySpec = str | os.PathLike[str] | asyncssh.SSHKey | Sequence[asyncssh.SSHKey]
 
 _CHUNK = 256 * 1024
 
@@ -74,35 +71,6 @@ class TunnelHostKeyError(TunnelError):
 
 
 # Helpers --------------------------------------------------------------------------------------
-
-
-def load_host_keys(spec: HostKeySpec) -> list[asyncssh.SSHKey]:
-    """Public keys to pin from key text, ``known_hosts`` text, a file of either, or key objects.
-
-    Host names in ``known_hosts`` lines are ignored on purpose: the gateway is reached under
-    different names (in-cluster service, public DNS), and what we trust is the key.
-    """
-    if isinstance(spec, asyncssh.SSHKey):
-        return [spec.convert_to_public()]
-    if isinstance(spec, Sequence) and not isinstance(spec, str):
-        return [k.convert_to_public() for k in spec]
-    text = str(spec)
-    if isinstance(spec, os.PathLike) or ("\n" not in text and Path(text).is_file()):
-        text = Path(text).read_text()
-    keys: list[asyncssh.SSHKey] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", "@")):
-            continue
-        for candidate in (line, line.split(None, 1)[-1]):
-            try:
-                keys.append(asyncssh.import_public_key(candidate))
-                break
-            except (asyncssh.KeyImportError, ValueError):
-                continue
-    if not keys:
-        raise ValueError("no SSH public key found in the gateway host key specification")
-    return keys
 
 
 def default_token_source() -> str | None:

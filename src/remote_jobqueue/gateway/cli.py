@@ -1,0 +1,75 @@
+"""The gateway's command line, kept out of the server so that importing it stays side-effect free.
+
+``python -m remote_jobqueue.gateway`` and ``remote-jobqueue gateway`` both run :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from ..tokens import TokenValidator
+from .auth import Authenticator, ChainAuthenticator, JWTAuthenticator
+from .hostkeys import load_or_create_host_key, public_key_text
+from .protocol import parse_host_port
+from .server import serve
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="remote-jobqueue gateway",
+        description="SSH gateway: routes each user's tunnels to their own remote Dask clusters.",
+    )
+    p.add_argument("--listen", default="0.0.0.0:2222", help="host:port (default %(default)s)")
+    p.add_argument("--host-key", required=True, help="ed25519 host key, created if missing")
+    p.add_argument("--issuer", help="OIDC issuer URL whose access tokens are accepted")
+    p.add_argument("--audience", action="append", help="accepted audience (repeatable)")
+    p.add_argument("--identity-claim", default="preferred_username")
+    p.add_argument(
+        "--hub-api-url",
+        help="also accept JupyterHub API tokens, checked at this Hub API (…/hub/api)",
+    )
+    p.add_argument("--hub-token-ttl", type=float, default=60.0, help="cache Hub answers (s)")
+    p.add_argument("--print-host-key", action="store_true", help="print the public key and exit")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> None:
+    validator = TokenValidator(args.issuer, args.audience)
+    authenticator: Authenticator = JWTAuthenticator(validator, identity_claim=args.identity_claim)
+    if args.hub_api_url:
+        from .hubauth import HubTokenAuthenticator
+
+        hub = HubTokenAuthenticator(args.hub_api_url, ttl=args.hub_token_ttl)
+        authenticator = ChainAuthenticator(authenticator, hub)
+    host, port = parse_host_port(args.listen)
+    gateway, _ = await serve(host, port, args.host_key, authenticator)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with gateway:
+        await stop.wait()
+        log.info("stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m remote_jobqueue.gateway``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.print_host_key:
+        print(public_key_text(load_or_create_host_key(args.host_key)))
+        return 0
+    if not args.issuer or not args.audience:
+        parser.error("--issuer and --audience are required to serve")
+    asyncio.run(_run(args))
+    return 0
