@@ -86,8 +86,12 @@ def sites_command() -> None:
 
     from . import sites
 
+    try:
+        catalogue = sites.catalogue()
+    except Exception as err:
+        _fail(err)
     table = Table("site", "shown as", "schedd", "cache", "gateway")
-    for name, spec in sites.catalogue().items():
+    for name, spec in catalogue.items():
         row = (spec.schedd, spec.cache, spec.gateway)
         table.add_row(name, spec.display_name, *(value or "" for value in row))
     Console().print(table)

@@ -22,6 +22,19 @@ class UnknownSite(RemoteJobqueueError, KeyError):
         return self.args[0]
 
 
+class InvalidSettings(RemoteJobqueueError, ValueError):
+    """Settings that `remote-jobqueue-schema.yaml` refuses: an unknown key, an impossible value.
+
+    ``problems`` holds one line per refused key, each naming the key, its value and what is
+    allowed; the message is all of them.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "".join(f"\n  - {p}" for p in problems)
+        super().__init__(problems[0] if len(problems) == 1 else f"invalid settings:{lines}")
+
+
 class ImpossibleResources(RemoteJobqueueError, ValueError):
     """No slot at the site could ever run a job of this size."""
 

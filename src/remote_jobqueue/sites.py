@@ -1,15 +1,16 @@
 """The site catalogue: where clusters can run, from Dask config (`remote-jobqueue.sites`).
 
 Each entry names the HTCondor collector and schedd that serve the site, the requirements that
-keep jobs there, its nearest XRootD cache, and the gateway its bundles dial. `"random"` picks a
-configured site; `"local"` runs the same bundle as local processes.
+keep jobs there, its nearest XRootD cache, and the gateway its bundles dial. Which keys a site
+may have, and what they mean, is the schema's (`remote-jobqueue-schema.yaml`): an unknown key is
+an error naming the key and the site. `"random"` picks a configured site; `"local"` runs the
+same bundle as local processes.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from . import config
 from .errors import UnknownSite
@@ -20,6 +21,8 @@ RANDOM = "random"
 
 @dataclass(frozen=True)
 class SiteSpec:
+    """One site of the catalogue: its name, and a field for each site key of the schema."""
+
     name: str
     collector: str | None = None
     schedd: str | None = None
@@ -29,7 +32,6 @@ class SiteSpec:
     gateway_host_key: str | None = None
     image: str | None = None
     label: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -42,27 +44,12 @@ class SiteSpec:
         return "Local" if self.is_local else f"HTCondor-{self.name}"
 
 
-_FIELDS = {
-    "collector",
-    "schedd",
-    "requirements",
-    "cache",
-    "gateway",
-    "gateway-host-key",
-    "image",
-    "label",
-}
-
-
-def _spec(name: str, entry: dict[str, Any]) -> SiteSpec:
-    known = {k.replace("-", "_"): v for k, v in entry.items() if k in _FIELDS}
-    extra = {k: v for k, v in entry.items() if k not in _FIELDS}
-    return SiteSpec(name=name, extra=extra, **known)
-
-
 def catalogue() -> dict[str, SiteSpec]:
-    """Every configured site, plus ``local``."""
-    sites = {name: _spec(name, entry or {}) for name, entry in (config.get("sites") or {}).items()}
+    """Every configured site, plus ``local``; `InvalidSettings` if the schema refuses a site."""
+    sites = {
+        name: SiteSpec(name, **{key.replace("-", "_"): value for key, value in entry.items()})
+        for name, entry in config.site_catalogue().items()
+    }
     sites.setdefault(LOCAL, SiteSpec(LOCAL, label="Local"))
     return sites
 

@@ -1,7 +1,8 @@
 """The command line: thin, readable layers over the modules.
 
-Specification: `sites` lists the catalogue as the notebook names it; `gateway` passes its options
-to the gateway server; `clusters stop` refuses what is not a cluster id before asking anyone.
+Specification: `sites` lists the catalogue as the notebook names it, or says what is wrong in
+it; `gateway` passes its options to the gateway server; `clusters stop` refuses what is not a
+cluster id before asking anyone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ def test_sites_lists_the_catalogue():
         result = CliRunner().invoke(main, ["sites"])
     assert result.exit_code == 0
     assert "HTCondor-T2_A" in result.output and "Local" in result.output
+
+
+def test_sites_names_a_bad_key_of_the_catalogue():
+    with dask.config.set({"remote-jobqueue.sites": {"T2_A": {"colector": "c"}}}):
+        result = CliRunner().invoke(main, ["sites"])
+    assert result.exit_code == 1
+    assert "unknown key 'colector' in site 'T2_A'" in result.output
 
 
 def test_gateway_takes_the_servers_own_options():

@@ -44,17 +44,16 @@ def token(lifetime: float = 60, *, iat: float | None = None, sub: str = "alice")
     return jwt.encode(claims, "not-checked-here-" * 4, algorithm="HS256")
 
 
-def settings(**kw: Any) -> ServerSettings:
+def settings(dask: dict[str, Any] | None = None, **kw: Any) -> ServerSettings:
     base = {
         "runtime_dir": "/run/rjq/alice",
-        "sites": SITES,
         "collector": "10.0.0.1:9618",
         "condor_ca_file": "/etc/rjq/ca.pem",
         "xrootd_cache": "root://10.0.0.1:11095",
         "xrootd_origin": "root://10.0.0.1:11094",
-        "default_site": "random",
     }
-    return ServerSettings(**{**base, **kw})
+    dask = {"sites": SITES, "site": "random", **(dask or {})}
+    return ServerSettings(**{**base, "dask": dask, **kw})
 
 
 # The environment ----------------------------------------------------------------------------
@@ -100,7 +99,7 @@ def test_dask_reads_back_the_site_catalogue_and_settings(monkeypatch):
 
 
 def test_dask_values_stay_strings_even_when_they_look_like_numbers():
-    env = server_environment(settings(gateway="1e5"))
+    env = server_environment(settings({"gateway": "1e5"}))
     assert ast.literal_eval(env["DASK_REMOTE_JOBQUEUE__GATEWAY"]) == "1e5"
 
 

@@ -2,16 +2,19 @@
 
 Everything is plain environment, so it works for any spawner (a local process, a pod):
 HTCondor reads ``_CONDOR_*`` with ``CONDOR_CONFIG=ONLY_ENV``, Dask reads
-``DASK_REMOTE_JOBQUEUE__*`` (values written as Python literals, which Dask parses), the XRootD
-client reads ``XRD_*``/``XROOT_PROXY``, and every WLCG tool finds the token through
-``BEARER_TOKEN_FILE``. The token itself is never in the environment.
+``DASK_REMOTE_JOBQUEUE__*`` (settings checked against `remote-jobqueue-schema.yaml`, values
+written as Python literals, which Dask parses), the XRootD client reads ``XRD_*``/``XROOT_PROXY``,
+and every WLCG tool finds the token through ``BEARER_TOKEN_FILE``. The token itself is never in
+the environment.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+from .. import config
 from ..data import cache_environment
 
 #: Names the spawner refuses to pass on, whatever the Hub's configuration says.
@@ -26,10 +29,9 @@ class ServerSettings:
 
     runtime_dir: str
     token_file_name: str = "bearer-token"
-    sites: dict[str, dict[str, str]] = field(default_factory=dict)
-    default_site: str | None = None
-    gateway: str | None = None
-    gateway_host_key: str | None = None
+    #: The server's `remote-jobqueue` Dask settings (``{"sites": ..., "site": "random"}``): any
+    #: keys of the schema; ``token-file`` is always the server's token file.
+    dask: dict[str, Any] = field(default_factory=dict)
     collector: str | None = None
     condor_auth_methods: str = "SCITOKENS"
     condor_ca_file: str | None = None
@@ -66,15 +68,13 @@ def _dask(key: str, value: object) -> tuple[str, str]:
 
 
 def dask_environment(s: ServerSettings) -> dict[str, str]:
-    """The `remote-jobqueue` Dask config: site catalogue, gateway, and where the token is."""
-    values: dict[str, object] = {"sites": s.sites, "token-file": s.token_file}
-    if s.default_site:
-        values["site"] = s.default_site
-    if s.gateway:
-        values["gateway"] = s.gateway
-    if s.gateway_host_key:
-        values["gateway-host-key"] = s.gateway_host_key
-    return dict(_dask(k, v) for k, v in values.items())
+    """The `remote-jobqueue` Dask config (site catalogue, gateway, ...) and where the token is.
+
+    Checked against the schema first (`InvalidSettings` names a refused key); unset (None)
+    settings are left to the server's own defaults.
+    """
+    values = config.check({**s.dask, "token-file": s.token_file})
+    return dict(_dask(k, v) for k, v in values.items() if v is not None)
 
 
 def xrootd_environment(s: ServerSettings) -> dict[str, str]:

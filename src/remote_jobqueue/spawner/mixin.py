@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, TraitType, Unicode, Union, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .. import config
 from .environment import ServerSettings, server_environment, without_secrets
 
 #: What the server token must be able to do: the default server scopes, plus reading the
@@ -23,34 +24,68 @@ AUTH_STATE_SCOPE = "admin:auth_state!user"
 SERVER_SCOPES = ("users:activity!user", "access:servers!server", AUTH_STATE_SCOPE)
 
 
-def _dask_sites() -> dict[str, dict[str, str]]:
-    from .. import config
+#: The traits that are `remote-jobqueue` Dask settings of the user's server, by schema key.
+SETTING_TRAITS = {
+    "sites": "sites",
+    "site": "default_site",
+    "gateway": "gateway",
+    "gateway-host-key": "gateway_host_key",
+}
+_TRAIT_TYPES = {
+    "string": Unicode,
+    "integer": Int,
+    "number": Float,
+    "boolean": Bool,
+    "object": Dict,
+    "array": List,
+}
 
-    return dict(config.get("sites") or {})
+
+def setting_trait(key: str, more_help: str = "") -> TraitType:
+    """A trait for the server's ``remote-jobqueue.<key>``: its type and help from the schema.
+
+    A setting that is not a mapping or a list is None until set: the server keeps its default.
+    """
+    types = config.schema_of(key)["type"]
+    kinds = [_TRAIT_TYPES[t] for t in ([types] if isinstance(types, str) else types) if t != "null"]
+    text = f"`remote-jobqueue.{key}` for the user's server: {config.describe(key)} {more_help}"
+    kw: dict[str, Any] = {"help": text.strip()}
+    if kinds in ([Dict], [List]):
+        trait = kinds[0](**kw)
+    elif len(kinds) == 1:
+        trait = kinds[0](None, allow_none=True, **kw)
+    else:
+        trait = Union([k() for k in kinds], default_value=None, allow_none=True, **kw)
+    return trait.tag(config=True)
 
 
 class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
     """Token file, refresher and remote-jobqueue settings for any spawner (mix in first)."""
 
-    sites = Dict(
-        help="""Site catalogue offered to the user (name -> collector, schedd, requirements,
-        cache, gateway, gateway-host-key, label), as in the `remote-jobqueue.sites` Dask config.
-        Default: that Dask config section as the Hub process sees it.""",
-    ).tag(config=True)
+    sites = setting_trait("sites", "Default: that Dask config section as the Hub process sees it.")
 
     @default("sites")
     def _sites_default(self) -> dict[str, dict[str, str]]:
-        return _dask_sites()
+        return config.site_catalogue()
 
-    default_site = Unicode(
-        None, allow_none=True, help="`remote-jobqueue.site` for the user (e.g. 'random')."
+    default_site = setting_trait("site")
+    gateway = setting_trait("gateway")
+    gateway_host_key = setting_trait("gateway-host-key")
+    dask_settings = Dict(
+        help="""More `remote-jobqueue` Dask settings for the user's server, by key
+        (``{"lease": 300, "tls": True}``; any key of remote-jobqueue-schema.yaml). The traits
+        of their own (sites, default_site, gateway, gateway_host_key) win over these.""",
     ).tag(config=True)
-    gateway = Unicode(
-        None, allow_none=True, help="host:port of the SSH gateway (default: the sites' own)."
-    ).tag(config=True)
-    gateway_host_key = Unicode(
-        None, allow_none=True, help="The gateway's public host key (OpenSSH format), pinned."
-    ).tag(config=True)
+
+    @validate(*SETTING_TRAITS.values(), "dask_settings")
+    def _check_setting(self, proposal: Any) -> Any:
+        """Refuse what the schema refuses as soon as the Hub's configuration sets it."""
+        value, name = proposal["value"], proposal["trait"].name
+        if name == "dask_settings":
+            return config.check(value)
+        key = next(k for k, trait in SETTING_TRAITS.items() if trait == name)
+        return value if value is None else config.check({key: value})[key]
+
     collector = Unicode(
         None,
         allow_none=True,
@@ -59,7 +94,8 @@ class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
 
     @default("collector")
     def _collector_default(self) -> str | None:
-        return next((s["collector"] for s in self.sites.values() if s.get("collector")), None)
+        collectors = ((site or {}).get("collector") for site in self.sites.values())
+        return next((c for c in collectors if c), None)
 
     condor_auth_methods = Unicode(
         "SCITOKENS", help="SEC_CLIENT_AUTHENTICATION_METHODS for the user's HTCondor client."
@@ -103,14 +139,16 @@ class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
     def _server_token_scopes_default(self) -> list[str]:
         return list(SERVER_SCOPES)
 
+    def server_dask_settings(self) -> dict[str, Any]:
+        """The server's `remote-jobqueue` Dask settings: `dask_settings`, then the traits."""
+        named = {key: getattr(self, trait) for key, trait in SETTING_TRAITS.items()}
+        return {**self.dask_settings, **{k: v for k, v in named.items() if v is not None}}
+
     def remote_jobqueue_settings(self) -> ServerSettings:
         return ServerSettings(
             runtime_dir=self.runtime_dir.format(username=self.user.name),
             token_file_name=self.token_file_name,
-            sites=dict(self.sites),
-            default_site=self.default_site,
-            gateway=self.gateway,
-            gateway_host_key=self.gateway_host_key,
+            dask=self.server_dask_settings(),
             collector=self.collector,
             condor_auth_methods=self.condor_auth_methods,
             condor_ca_file=self.condor_ca_file,
