@@ -299,7 +299,7 @@ async def test_bad_secret_fails_fast_with_the_gateway_reason(env: Env) -> None:
     assert err.value.reason == "unknown token"
     assert not err.value.temporary
     assert tunnel.state == "failed"
-    with pytest.raises(OSError):  # the local ports were given back
+    with pytest.raises(ConnectionRefusedError):  # the local ports were given back
         await asyncio.open_connection("127.0.0.1", tunnel.local_port(8786))
 
 
