@@ -144,8 +144,10 @@ def test_no_client_secret_or_jwt_in_the_environment(facility, alice):
     secret = issuer.client_secret(facility)
     assert secret and secret not in values
     assert "eyJ" not in values  # no JWT at all (the access token only in the file)
-    for path in Path(alice["env"]["RJQ_RUNTIME_DIR"]).rglob("*"):
-        assert secret not in path.read_text() if path.is_file() else True
+    files = [p for p in Path(alice["env"]["RJQ_RUNTIME_DIR"]).rglob("*") if p.is_file()]
+    assert files, "the server's runtime directory holds no file to check"
+    for path in files:
+        assert secret not in path.read_text(), path
 
 
 def test_the_servers_own_token_cannot_get_at_the_refresh_token(alice):
@@ -301,10 +303,12 @@ async def test_gateway_takes_a_hub_api_token_as_its_user(hub_gateway, alice, bob
     alice_hub_token = alice["env"]["JUPYTERHUB_API_TOKEN"]
     conn = await connect_gateway(address, keys, alice_hub_token, username="alice")
     conn.close()
-    with pytest.raises(TunnelAuthError):  # bob's Hub token is bob, not alice
-        await connect_gateway(address, keys, bob["env"]["JUPYTERHUB_API_TOKEN"], username="alice")
-    with pytest.raises(TunnelAuthError):
+    bob_hub_token = bob["env"]["JUPYTERHUB_API_TOKEN"]
+    with pytest.raises(TunnelAuthError, match="'alice' is not the token's identity; use 'bob'"):
+        await connect_gateway(address, keys, bob_hub_token, username="alice")  # bob, not alice
+    with pytest.raises(TunnelAuthError, match="the Hub does not know this token") as unknown:
         await connect_gateway(address, keys, secrets.token_hex(16))
+    assert not unknown.value.temporary
     # The issuer's JWTs still work on the same gateway.
     token = Path(alice["env"]["BEARER_TOKEN_FILE"]).read_text()
     conn = await connect_gateway(address, keys, token, username="alice")

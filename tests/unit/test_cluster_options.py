@@ -11,8 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remote_jobqueue import ImpossibleResources, RemoteHTCondorCluster, UnknownSite, sites
-from remote_jobqueue.spec import WorkerSpec, condor_arguments
+from remote_jobqueue import (
+    ImpossibleResources,
+    RemoteHTCondorCluster,
+    RemoteJobqueueError,
+    UnknownSite,
+    sites,
+)
+from remote_jobqueue.spec import condor_arguments
 
 
 def test_unknown_site_names_the_known_ones():
@@ -52,15 +58,41 @@ def test_impossible_worker_sizes_are_refused(kwargs, message):
 
 def test_a_remote_site_without_gateway_is_refused():
     sites_cfg = {"remote-jobqueue.sites": {"T2_A": {"schedd": "s"}}}
-    with dask.config.set(sites_cfg), pytest.raises(Exception, match="no gateway"):
+    with (
+        dask.config.set(sites_cfg),
+        pytest.raises(RemoteJobqueueError, match="site T2_A has no gateway configured") as err,
+    ):
         RemoteHTCondorCluster(site="T2_A")
+    assert "set remote-jobqueue.gateway or the site's gateway" in str(err.value)
 
 
-def test_defaults_come_from_dask_config():
-    with dask.config.set({"remote-jobqueue.cores": 3, "remote-jobqueue.memory": "6 GiB"}):
-        spec = WorkerSpec.build(cores=3, memory="6 GiB", processes=None, disk="1 GiB")
-        assert dask.config.get("remote-jobqueue.cores") == 3
-    assert spec.memory_mb == 6144 and spec.threads_per_process == 3
+async def test_defaults_come_from_dask_config():
+    site = {"schedd": "s", "collector": "c:9618", "gateway": "g:22"}
+    settings = {
+        "remote-jobqueue.sites": {"T2_A": site},
+        "remote-jobqueue.site": "T2_A",
+        "remote-jobqueue.cores": 3,
+        "remote-jobqueue.memory": "6 GiB",
+        "remote-jobqueue.processes": 3,
+        "remote-jobqueue.disk": "5 GiB",
+        "remote-jobqueue.lease": 77,
+    }
+    with dask.config.set(settings):
+        # Constructed inside a running loop and never awaited: nothing is submitted.
+        from_config = RemoteHTCondorCluster(asynchronous=True)
+        keywords = RemoteHTCondorCluster(
+            site="local", cores=2, memory="4 GiB", processes=1, lease=5, asynchronous=True
+        )
+    spec = from_config.worker_spec
+    assert from_config.site.name == "T2_A"
+    assert (spec.cores, spec.memory_mb, spec.processes, spec.disk) == (3, 6144, 3, 5 * 2**30)
+    assert spec.threads_per_process == 1
+    assert from_config.lease == 77
+    # keyword arguments win over the config
+    spec = keywords.worker_spec
+    assert keywords.site.name == "local"
+    assert (spec.cores, spec.memory_mb, spec.processes, spec.disk) == (2, 4096, 1, 5 * 2**30)
+    assert keywords.lease == 5
 
 
 def _parse_condor_arguments(text: str) -> list[str]:

@@ -122,7 +122,7 @@ def test_to_url_leaves_urls_alone(lfn: str) -> None:
 
 @pytest.mark.parametrize("bad", ["store/x.root", "", "x.root"])
 def test_to_url_rejects_relative_names(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a URL nor an absolute logical file name"):
         to_url(bad, "origin:1094")
 
 

@@ -79,7 +79,7 @@ async def test_a_jwt_is_never_sent_to_the_hub(hub):
 
 async def test_a_hub_that_is_down_is_a_temporary_failure(hub):
     hub.status = 503
-    with pytest.raises(AuthenticationFailed) as err:
+    with pytest.raises(AuthenticationFailed, match="the Hub answered 503") as err:
         await HubTokenAuthenticator(hub.api).authenticate("token", ALICE)
     assert err.value.temporary
 

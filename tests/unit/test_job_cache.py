@@ -7,10 +7,19 @@ directory; workers do so through a Dask preload, before any task can load the XR
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import dask.config
 
 from remote_jobqueue import RemoteHTCondorCluster
-from remote_jobqueue.data import CACHE_VARIABLE, dask_setup, job_environment, use_nearest_cache
+from remote_jobqueue.data import (
+    CACHE_VARIABLE,
+    cache_environment,
+    dask_setup,
+    job_environment,
+    use_nearest_cache,
+)
 from remote_jobqueue.spec import WorkerSpec
 
 CACHE = "root://10.213.77.11:11095"
@@ -20,7 +29,12 @@ def test_a_job_gets_the_cache_url_and_timeouts_but_no_path_of_the_client():
     env = job_environment(CACHE)
     assert env[CACHE_VARIABLE] == CACHE
     assert "XRD_PLUGINCONFDIR" not in env and "XROOT_PROXY" not in env
-    assert env["XRD_CONNECTIONRETRY"] and env["XRD_REQUESTTIMEOUT"]
+    # the notebook's fail-fast timeouts, and they do fail fast (seconds, not ten minutes)
+    notebook = cache_environment(CACHE, Path("/unused"))
+    timeouts = ("XRD_CONNECTIONRETRY", "XRD_CONNECTIONWINDOW", "XRD_REQUESTTIMEOUT")
+    assert {k: env[k] for k in timeouts} == {k: notebook[k] for k in timeouts}
+    assert int(env["XRD_CONNECTIONRETRY"]) * int(env["XRD_CONNECTIONWINDOW"]) <= 30
+    assert 0 < int(env["XRD_REQUESTTIMEOUT"]) <= 300
 
 
 def test_a_job_writes_the_plugin_conf_in_its_scratch_dir_and_points_the_client_at_it(tmp_path):
@@ -31,12 +45,32 @@ def test_a_job_writes_the_plugin_conf_in_its_scratch_dir_and_points_the_client_a
     assert "libXrdClProxyPlugin.so" in (tmp_path / ".xrootd-plugins" / "proxy.conf").read_text()
 
 
-def test_without_a_cache_nothing_changes(tmp_path, monkeypatch):
+def test_without_a_cache_nothing_changes(tmp_path):
     environ = {"XROOT_PROXY": "root://elsewhere//"}
     assert use_nearest_cache(tmp_path, environ) is None
     assert environ == {"XROOT_PROXY": "root://elsewhere//"}
-    monkeypatch.delenv(CACHE_VARIABLE, raising=False)
-    dask_setup(None)  # the preload hook is harmless where no cache was given
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_workers_preload_hook_sets_up_the_cache_only_when_the_job_has_one(
+    tmp_path, monkeypatch
+):
+    # the hook works on this process's environment: let monkeypatch restore every variable
+    for key in (CACHE_VARIABLE, *cache_environment(CACHE, tmp_path)):
+        monkeypatch.setenv(key, "placeholder")
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("_CONDOR_SCRATCH_DIR", str(tmp_path))
+    before = dict(os.environ)
+    dask_setup(None)  # harmless where no cache was given
+    changed = {k for k in before.keys() | os.environ.keys() if before.get(k) != os.environ.get(k)}
+    assert changed == set()  # (names only: a failure must not print the environment)
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setenv(CACHE_VARIABLE, CACHE)
+    dask_setup(None)
+    assert os.environ["XROOT_PROXY"] == "root://10.213.77.11:11095//"
+    assert os.environ["XRD_PLUGINCONFDIR"] == str(tmp_path / ".xrootd-plugins")
+    assert (tmp_path / ".xrootd-plugins" / "proxy.conf").exists()
 
 
 def test_workers_preload_the_cache_setup_only_when_they_have_a_cache():

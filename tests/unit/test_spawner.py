@@ -243,7 +243,7 @@ def test_refresher_says_why_without_auth_state_and_never_shows_the_token(hub, tm
 
 def test_refresher_refuses_a_token_directory_of_someone_else(tmp_path):
     os.chown(tmp_path, 12345, 12345)
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError, match="is not a directory of ours"):
         refresher.check_private_dir(tmp_path)
 
 

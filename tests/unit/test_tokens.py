@@ -337,7 +337,7 @@ def test_unreachable_issuer(fake_issuer: FakeIssuer) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dead = tokens.TokenValidator(f"http://127.0.0.1:{port}", AUD, timeout=2)
-    with pytest.raises(tokens.IssuerUnavailable):
+    with pytest.raises(tokens.IssuerUnavailable, match=f"cannot fetch http://127.0.0.1:{port}/"):
         dead.validate(fake_issuer.token())
 
 
