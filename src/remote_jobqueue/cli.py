@@ -115,7 +115,7 @@ def clusters_ls(site: str | None) -> None:
         found = list_clusters(site)
     except Exception as err:
         _fail(err)
-    table = Table("cluster", "site", "scheduler job", "state", "worker jobs", "age")
+    table = Table("cluster", "site", "scheduler job", "state", "worker jobs", "held", "age")
     for info in found:
         table.add_row(
             info.cluster_id,
@@ -123,6 +123,7 @@ def clusters_ls(site: str | None) -> None:
             info.scheduler_job or "-",
             info.scheduler_state,
             str(info.worker_jobs),
+            "\n".join(info.held_workers) or "-",
             f"{info.age_seconds / 60:.0f} min",
         )
     Console().print(table)

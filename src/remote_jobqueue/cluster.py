@@ -95,23 +95,27 @@ class RemoteHTCondorCluster(Cluster):
         quiet: bool = False,
     ) -> None:
         # Everything that can be checked without the network fails here, at once.
-        self.site = sites.resolve(site)
+        # The keyword arguments that are settings (the schema's keys), checked with Dask config.
+        keys = {key.replace("-", "_") for key in config.setting_keys()}
+        settings = config.settings({k: v for k, v in locals().items() if k in keys})
+        self.settings = settings
+        self.site = sites.resolve(settings["site"])
         self.cluster_id = f"rjq-{secrets.token_hex(6)}"
-        extra = dict(config.get("job-extra-directives", job_extra_directives) or {})
-        self.image = config.get("image", image) or self.site.image
+        extra = dict(settings["job-extra-directives"] or {})
+        self.image = settings["image"] or self.site.image
         if self.image:
             extra.setdefault("container_image", self.image)
         # Scheduler and workers at a site talk TLS with a certificate made for this cluster:
         # anyone at the site can reach the scheduler's port, only this cluster holds the key.
-        self.tls = bool(config.get("tls", tls)) and not self.site.is_local
+        self.tls = bool(settings["tls"]) and not self.site.is_local
         self.security = Security.temporary() if self.tls else Security()
         self.worker_spec = WorkerSpec.build(
-            cores=config.get("cores", cores),
-            memory=config.get("memory", memory),
-            processes=config.get("processes", processes),
-            disk=config.get("disk", disk),
-            python=config.get("python", python) or sys.executable,
-            worker_extra_args=tuple(config.get("worker-extra-args", worker_extra_args) or ()),
+            cores=settings["cores"],
+            memory=settings["memory"],
+            processes=settings["processes"],
+            disk=settings["disk"],
+            python=settings["python"] or sys.executable,
+            worker_extra_args=tuple(settings["worker-extra-args"] or ()),
             job_extra_directives=extra,
             requirements=self.site.requirements,
             # Local processes keep the caller's PATH.
@@ -121,20 +125,16 @@ class RemoteHTCondorCluster(Cluster):
             },
             tls=self.tls,
         )
-        self.scheduler_options = dict(config.get("scheduler-options", scheduler_options) or {})
-        self.gateway = config.get("gateway", gateway) or self.site.gateway
-        self.gateway_host_key = (
-            config.get("gateway-host-key", gateway_host_key) or self.site.gateway_host_key
-        )
-        self.lease = float(config.get("lease", lease))
-        self.start_timeout = float(config.get("start-timeout", start_timeout))
-        self.idle_grace = float(config.get("idle-grace", idle_grace))
+        self.scheduler_options = dict(settings["scheduler-options"] or {})
+        self.gateway = settings["gateway"] or self.site.gateway
+        self.gateway_host_key = settings["gateway-host-key"] or self.site.gateway_host_key
+        self.lease = float(settings["lease"])
+        self.start_timeout = float(settings["start-timeout"])
+        self.idle_grace = float(settings["idle-grace"])
         self.n_workers = n_workers
-        self.resident_worker = bool(config.get("resident-worker", resident_worker)) and (
-            not self.site.is_local
-        )
-        self.token_file = config.get("token-file", token_file)
-        self.condor_token_dir = config.get("condor-token-dir", condor_token_dir)
+        self.resident_worker = bool(settings["resident-worker"]) and not self.site.is_local
+        self.token_file = settings["token-file"]
+        self.condor_token_dir = settings["condor-token-dir"]
         if not self.site.is_local and not self.gateway:
             raise RemoteJobqueueError(
                 f"site {self.site.name} has no gateway configured: set remote-jobqueue.gateway "
@@ -189,6 +189,8 @@ class RemoteHTCondorCluster(Cluster):
             scheduler_options=self.scheduler_options,
             n_workers=self.n_workers,
             resident_worker=self.resident_worker,
+            poll_interval=float(self.settings["poll-interval"]),
+            worker_failure_limit=int(self.settings["worker-failure-limit"]),
         )
 
     def scheduler_job_description(self) -> dict[str, str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from . import schedd as sched
 from . import sites
 from .errors import RemoteJobqueueError
+from .jobstate import STATUS_ATTRIBUTES, JobState, classify
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class ClusterInfo:
     scheduler_state: str
     worker_jobs: int
     age_seconds: float
+    #: Held worker jobs, each "job id: hold reason" (the bundle replaces them).
+    held_workers: tuple[str, ...] = ()
 
 
 def _schedds(site: str | None) -> dict[tuple[str | None, str | None], list[str]]:
@@ -69,7 +72,7 @@ def _own_jobs(collector: str | None, schedd_name: str | None, constraint: str, p
 def list_clusters(site: str | None = None) -> list[ClusterInfo]:
     """The user's clusters at ``site`` (or at every site of the catalogue)."""
     found: list[ClusterInfo] = []
-    projection = ["RjqClusterId", "RjqRole", "RjqSite", "ClusterId", "ProcId", "JobStatus", "QDate"]
+    projection = [*STATUS_ATTRIBUTES, "RjqClusterId", "RjqRole", "RjqSite", "QDate"]
     for (collector, schedd_name), names in _schedds(site).items():
         _, ads = _own_jobs(collector, schedd_name, "RjqClusterId =!= undefined", projection)
         by_cluster: dict[str, list] = {}
@@ -78,16 +81,20 @@ def list_clusters(site: str | None = None) -> list[ClusterInfo]:
         for cluster_id, jobs in sorted(by_cluster.items()):
             schedulers = [ad for ad in jobs if ad.get("RjqRole") == "scheduler"]
             head = schedulers[0] if schedulers else None
+            workers = [classify(ad) for ad in jobs if ad.get("RjqRole") == "worker"]
             found.append(
                 ClusterInfo(
                     cluster_id=cluster_id,
                     site=str(head.get("RjqSite", "?")) if head else "/".join(names),
                     scheduler_job=f"{head['ClusterId']}.{head['ProcId']}" if head else None,
-                    scheduler_state=(
-                        sched.JobStatus(head["JobStatus"]).name.lower() if head else "gone"
-                    ),
-                    worker_jobs=sum(1 for ad in jobs if ad.get("RjqRole") == "worker"),
+                    scheduler_state=str(classify(head)),
+                    worker_jobs=len(workers),
                     age_seconds=time.time() - min(int(ad.get("QDate", time.time())) for ad in jobs),
+                    held_workers=tuple(
+                        f"{phase.job_id}: {phase.reason}"
+                        for phase in workers
+                        if phase.state == JobState.HELD
+                    ),
                 )
             )
     return found

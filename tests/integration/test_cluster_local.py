@@ -8,6 +8,7 @@ Specification:
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import psutil
@@ -15,6 +16,8 @@ import pytest
 from dask.distributed import Client
 
 from remote_jobqueue import RemoteHTCondorCluster
+
+from ..waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -53,18 +56,32 @@ def test_adapt_grows_with_work_and_shrinks_without():
     with RemoteHTCondorCluster(site="local", quiet=True) as cluster:
         bounds = cluster.adapt(minimum=0, maximum=3)
         assert (bounds.minimum, bounds.maximum) == (0, 3)
+        assert cluster.jobs()["adaptive"] == {"minimum": 0, "maximum": 3}
         with Client(cluster) as client:
             futures = client.map(time.sleep, [1.0] * 30, pure=False)
-            deadline = time.monotonic() + 60
-            while len(cluster.scheduler_info["workers"]) < 2 and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert len(cluster.scheduler_info["workers"]) >= 2
+            wait_until(lambda: len(cluster.scheduler_info["workers"]) >= 2, 60, "adapt grows")
             client.gather(futures)
             del futures
-            deadline = time.monotonic() + 90
-            while cluster.jobs()["target"] > 0 and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert cluster.jobs()["target"] == 0
+            wait_until(lambda: cluster.jobs()["target"] == 0, 90, "adapt shrinks")
+
+
+async def test_adapt_in_async_code_returns_its_bounds_at_once_and_stop_keeps_the_workers():
+    async with RemoteHTCondorCluster(site="local", asynchronous=True, quiet=True) as cluster:
+        await cluster.scale(2)
+        async with Client(cluster, asynchronous=True) as client:
+            await client.wait_for_workers(2, timeout=60)
+            # As dask-labextension does it: no await, and the bounds read at once.
+            adaptive = cluster.adapt(minimum=0, maximum=3)
+            assert (adaptive.minimum, adaptive.maximum) == (0, 3)
+            await adaptive  # the site has taken the request
+            assert (await cluster._jobs())["adaptive"] == {"minimum": 0, "maximum": 3}
+            await adaptive.stop()
+            jobs = await cluster._jobs()
+            assert jobs["adaptive"] is None
+            # Idle workers that adaptivity would retire within seconds stay: it is stopped.
+            await asyncio.sleep(8)
+            assert (await cluster._jobs())["target"] == 2
+            assert len(cluster.scheduler_info["workers"]) == 2
 
 
 def test_a_silent_client_lets_the_lease_end_the_bundle():

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import asyncssh
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -41,24 +42,15 @@ from remote_jobqueue import schedd as sched
 from remote_jobqueue.facility import gateway_service, issuer, lifecycle
 from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
 
-from .helpers import user_env
+from ..waiting import wait_until
+from .helpers import run_as, user_env
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def jobs_of(facility, cluster_id: str) -> list:
     schedd = sched.locate(facility.collector, facility.schedd_name)
-    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', ["RjqRole", "JobStatus"])
-
-
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', ["RjqRole"])
 
 
 def worker_addresses(client: Client) -> set[str]:
@@ -80,14 +72,13 @@ def test_a_cluster_at_a_private_site_scales_computes_adapts_and_leaves_nothing(f
             client.wait_for_workers(3, timeout=120)
             assert worker_addresses(client) == {facility.site("T2_A").address}
             assert client.submit(sum, [1, 2, 3]).result() == 6
-            assert (
-                client.map(lambda x: x * x, range(10))
-                and sum(client.gather(client.map(lambda x: x * x, range(10)))) == 285
-            )
+            assert sum(client.gather(client.map(lambda x: x * x, range(10)))) == 285
             # The first worker runs in the scheduler job's own slot; the other two are jobs.
             workers = [ad for ad in jobs_of(facility, cluster_id) if ad["RjqRole"] == "worker"]
             assert len(workers) == 2
-            assert len(cluster.jobs()["jobs"]) == 3
+            jobs = cluster.jobs()["jobs"]
+            assert len(jobs) == 3
+            assert sorted(entry["job"] for entry in jobs.values())[-1] == "resident"
 
             cluster.scale(0)
             wait_until(lambda: not cluster.scheduler_info["workers"], 60, "scale down to 0")
@@ -145,22 +136,30 @@ def _tunnel(facility, token: str, cluster_id: str) -> Tunnel:
 
 
 async def _reaches_scheduler(tunnel: Tunnel, security) -> bool:
-    """Even holding the cluster's TLS certificate, only the gateway's routing decides."""
+    """Through alice's own tunnel, with the cluster's TLS certificate, the scheduler answers."""
     import asyncio
 
-    host, port = tunnel.local_address(8786).split(":")
-    _, writer = await asyncio.open_connection(host, int(port))
-    try:
-        from distributed.core import rpc
+    from distributed.core import rpc
 
-        args = security.get_connection_args("client")
-        async with rpc(f"tls://{host}:{port}", timeout=5, connection_args=args) as r:
-            await asyncio.wait_for(r.identity(), 8)
-        return True
-    except Exception:
-        return False
+    host, port = tunnel.local_address(8786).split(":")
+    args = security.get_connection_args("client")
+    async with rpc(f"tls://{host}:{port}", timeout=10, connection_args=args) as r:
+        return (await asyncio.wait_for(r.identity(), 15))["type"] == "Scheduler"
+
+
+async def _gateway_refusal(facility, token: str, cluster_id: str) -> asyncssh.ChannelOpenError:
+    """What the gateway answers when this token's owner asks for ``cluster_id``'s scheduler."""
+    from remote_jobqueue.gateway.hostkeys import load_host_keys
+    from remote_jobqueue.gateway.tunnel import connect_gateway
+
+    keys = load_host_keys(gateway_service.public_host_key(facility))
+    conn = await connect_gateway(facility.gateway, keys, token)
+    try:
+        with pytest.raises(asyncssh.ChannelOpenError) as refused:
+            await conn.open_connection(cluster_id, 8786)
+        return refused.value
     finally:
-        writer.close()
+        conn.close()
 
 
 def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
@@ -173,17 +172,25 @@ def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
         async def scenario() -> None:
             alice_token = issuer.password_grant(facility, "alice", audience=aud)["access_token"]
             async with _tunnel(facility, alice_token, cid) as own:
-                reached = await _reaches_scheduler(own, cluster.security)
-                assert reached, "alice must reach her own cluster"
+                assert await _reaches_scheduler(own, cluster.security)
+
             bob_token = issuer.password_grant(facility, "bob", audience=aud)["access_token"]
-            async with _tunnel(facility, bob_token, cid) as foreign:
-                reached = await _reaches_scheduler(foreign, cluster.security)
-                assert not reached, "bob reached alice's cluster"
+            refusal = await _gateway_refusal(facility, bob_token, cid)
+            assert refusal.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+            assert refusal.reason == f"no cluster {cid!r} with port 8786 registered for you"
 
             expired = issuer.password_grant(facility, "alice", audience=aud, expires_in=1)
-            await asyncio.sleep(12)  # past the validator's leeway
-            with pytest.raises(TunnelAuthError):
-                await _tunnel(facility, expired["access_token"], cid).start(timeout=10)
+            # Wait for the expiry (and the validator's leeway) to pass, by asking the gateway.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    async with _tunnel(facility, expired["access_token"], cid):
+                        pass
+                except TunnelAuthError as err:
+                    assert "expired" in str(err).lower()
+                    break
+                assert time.monotonic() < deadline, "an expired token was still accepted"
+                await asyncio.sleep(1)
 
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             now = int(time.time())
@@ -292,7 +299,9 @@ def test_repr_and_job_script_say_where_the_cluster_is(facility, alice):
         assert 'TARGET.SiteName == "T2_B"' in cluster.job_script()
         html = cluster._repr_html_()
         assert "HTCondor-T2_B" in html
-    json.dumps(cluster.bundle_spec().to_json())
+    spec = json.loads(cluster.bundle_spec().to_json())
+    assert spec["site"] == "T2_B" and spec["cluster_id"] == cluster.cluster_id
+    assert "token" not in json.dumps(spec).lower(), "the spec travels in the clear: no secrets"
 
 
 def _cli(facility, user: str, *args: str) -> subprocess.CompletedProcess:
@@ -376,3 +385,101 @@ def test_at_the_site_only_the_clusters_own_certificate_reaches_the_scheduler(fac
             asyncio.run(identity(real, Security.temporary()))  # another cluster's certificate
         with pytest.raises((OSError, TimeoutError)):
             asyncio.run(identity(real.replace("tls://", "tcp://"), Security()))  # none at all
+
+
+def _plant_decoys(facility, cluster_id: str, count: int = 3) -> int:
+    """As bob, in his own process: held jobs tagged with alice's cluster id (ids are visible in
+    the queue). Returns their ClusterId."""
+    out = run_as(
+        facility,
+        "bob",
+        f"""
+        import htcondor2
+        from remote_jobqueue import schedd as sched
+        schedd = sched.locate({facility.collector!r}, {facility.schedd_name!r})
+        decoy = htcondor2.Submit({{
+            "executable": "/bin/sleep", "arguments": "600", "transfer_executable": "false",
+            "hold": "true", "request_memory": "64",
+            "+RjqClusterId": '"{cluster_id}"', "+RjqRole": '"worker"',
+        }})
+        print(schedd.submit(decoy, count={count}).cluster())
+        """,
+    )
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
+def _remove_as(facility, user: str, cluster: int) -> None:
+    run_as(
+        facility,
+        user,
+        f"""
+        from remote_jobqueue import schedd as sched
+        schedd = sched.locate({facility.collector!r}, {facility.schedd_name!r})
+        sched.remove(schedd, "ClusterId == {cluster}", "test cleanup")
+        """,
+    )
+
+
+def test_another_users_decoy_jobs_neither_count_as_workers_nor_stall_close(facility, alice):
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    cluster = RemoteHTCondorCluster(
+        site="T2_A", cores=1, memory="1 GiB", resident_worker=False, quiet=True
+    )
+    decoys = _plant_decoys(facility, cluster.cluster_id)
+    try:
+        cluster.scale(2)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=120)
+            assert len(client.scheduler_info()["workers"]) == 2
+        report = cluster.jobs()
+        assert report["target"] == 2
+        assert all(not entry["job"].startswith(f"{decoys}.") for entry in report["jobs"].values())
+        started = time.monotonic()
+        cluster.close()
+        closed_in = time.monotonic() - started
+        owners = {ad["Owner"] for ad in jobs_of(facility, cluster.cluster_id)}
+        wait_until(
+            lambda: {ad["Owner"] for ad in jobs_of(facility, cluster.cluster_id)} == {"bob"},
+            30,
+            "only bob's decoys are left",
+        )
+        assert len(sched.job_ads(schedd, f"ClusterId == {decoys}")) == 3, "bob's jobs untouched"
+        # The old close waited 30 s for jobs it could not remove; generous, but not that.
+        assert closed_in < 25, f"close() took {closed_in:.0f} s (owners then: {owners})"
+    finally:
+        cluster.close()
+        _remove_as(facility, "bob", decoys)
+
+
+def test_a_worker_job_held_from_outside_is_reported_and_replaced(facility, alice):
+    import htcondor2
+
+    with (
+        RemoteHTCondorCluster(
+            site="T2_LOCAL", n_workers=1, resident_worker=False, quiet=True
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(1, timeout=120)
+        ((name, entry),) = cluster.jobs()["jobs"].items()
+        held = entry["job"]
+        schedd = sched.locate(facility.collector, facility.schedd_name)
+        schedd.act(
+            htcondor2.JobAction.Hold,
+            f"ClusterId == {held.split('.')[0]}",
+            reason="held from outside by the test",
+        )
+        report = wait_until(lambda: cluster.jobs()["holds"], 60, "the hold is reported")
+        assert report[0]["job"] == held and report[0]["name"] == name
+        assert "held from outside by the test" in report[0]["reason"]
+
+        def replaced() -> bool:
+            entry = cluster.jobs()["jobs"].get(name, {})
+            return entry.get("job") not in (None, held) and entry["state"] == "connected"
+
+        wait_until(replaced, 120, "a replacement job's worker joins under the same name")
+        client.wait_for_workers(1, timeout=60)
+        assert client.submit(sum, [1, 2]).result() == 3
+        assert "held from outside by the test" in cluster.get_logs()["Bundle"]
+        assert not sched.job_ads(schedd, f"ClusterId == {held.split('.')[0]}"), "removed"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from remote_jobqueue import (
     ImpossibleResources,
+    InvalidSettings,
     RemoteHTCondorCluster,
     RemoteJobqueueError,
     UnknownSite,
@@ -45,14 +46,26 @@ def test_site_choices_read_as_in_the_notebook():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"cores": 0}, "cores must be at least 1"),
         ({"memory": "1 MiB"}, "too small"),
-        ({"memory": "plenty"}, "cannot read a size"),
         ({"cores": 2, "processes": 3}, "processes must be between"),
     ],
 )
 def test_impossible_worker_sizes_are_refused(kwargs, message):
     with pytest.raises(ImpossibleResources, match=message):
+        RemoteHTCondorCluster(site="local", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cores": 0}, r"remote-jobqueue\.cores = 0 is refused: must be at least 1"),
+        ({"processes": 0}, r"remote-jobqueue\.processes = 0 is refused: must be at least 1"),
+        ({"lease": -5}, r"remote-jobqueue\.lease = -5 is refused"),
+        ({"memory": "plenty"}, r"remote-jobqueue\.memory = 'plenty' is refused"),
+    ],
+)
+def test_settings_outside_the_schema_are_refused_before_anything_starts(kwargs, message):
+    with pytest.raises(InvalidSettings, match=message):
         RemoteHTCondorCluster(site="local", **kwargs)
 
 

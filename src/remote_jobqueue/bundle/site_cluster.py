@@ -109,7 +109,22 @@ class SiteCluster(SpecCluster):
         if self.stopped and jobs > len(self.worker_spec):
             logger.warning("not adding worker jobs: %s", self.stopped)
             jobs = len(self.worker_spec)
+        for name in self._scale_down_order()[: max(0, len(self.worker_spec) - jobs)]:
+            del self.worker_spec[name]
         return super().scale(jobs)
+
+    def _scale_down_order(self) -> list[str]:
+        """Which workers go first: jobs whose worker has not joined, then the newest jobs;
+        the resident worker last (its share of the slot stays with the scheduler anyway)."""
+        connected = {w.get("name") for w in self.scheduler_info.get("workers", {}).values()}
+        newest_first = list(reversed(self.worker_spec))
+        return sorted(
+            newest_first,
+            key=lambda name: (
+                self.worker_spec[name] is self.resident_spec,
+                _joined(name, connected),
+            ),
+        )
 
     def restart_failed(self) -> None:
         """The user asked again: forget earlier failures and submit again."""

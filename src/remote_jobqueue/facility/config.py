@@ -53,7 +53,7 @@ class FacilityConfig:
     users: tuple[str, ...] = ("alice", "bob")
     sites: tuple[Site, ...] = field(
         default_factory=lambda: (
-            Site("T2_LOCAL", None, "10.213.77.1"),
+            Site("T2_LOCAL", None, "10.213.77.1", cpus=24, memory_mb=24576),
             Site("T2_A", "rjq-t2a", "10.213.77.11", own_cache=True),
             Site("T2_B", "rjq-t2b", "10.213.77.12"),
         )
