@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import math
@@ -151,6 +152,8 @@ class RemoteHTCondorCluster(Cluster):
         self.scheduler_job: SchedulerJob | None = None
         self._local_dashboard: str | None = None
         self._bundle_token: str | None = None  # the bearer token the bundle holds
+        #: The bundle's latest report of its worker jobs (with each heartbeat, no schedd query).
+        self.job_report: dict[str, Any] | None = None
         super().__init__(
             asynchronous=asynchronous, loop=loop, quiet=quiet, name=name or self.cluster_id
         )
@@ -402,7 +405,8 @@ class RemoteHTCondorCluster(Cluster):
                     current = await asyncio.to_thread(self._bearer_token)
                     renewed = current if current != self._bundle_token else None
             try:
-                await asyncio.wait_for(self.scheduler_comm.rjq_heartbeat(token=renewed), interval)
+                beat = self.scheduler_comm.rjq_heartbeat(token=renewed)
+                self.job_report = (await asyncio.wait_for(beat, interval)).get("jobs")
                 if renewed:
                     self._bundle_token = renewed
             except Exception as err:
@@ -558,8 +562,10 @@ class RemoteHTCondorCluster(Cluster):
                 f"{self.worker_spec.processes} process(es)"
             ),
         }
+        rows.update(_job_rows(self.job_report))
         extra = "".join(
-            f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows.items()
+            f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in rows.items()
         )
         status_html = f"<table>{extra}</table>"
         return super()._repr_html_(cluster_status=status_html)
@@ -625,6 +631,21 @@ def _cluster_ids(jobs: dict[str, Any]) -> set[int]:
         if job[:1].isdigit():
             ids.add(int(job.split(".")[0]))
     return ids
+
+
+def _job_rows(report: dict[str, Any] | None) -> dict[str, str]:
+    """The notebook view's lines about worker jobs: states counted, holds with their reasons."""
+    if not report:
+        return {}
+    states: dict[str, int] = {}
+    for entry in report.get("jobs", {}).values():
+        states[entry["state"]] = states.get(entry["state"], 0) + 1
+    rows = {"Worker jobs": ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "0"}
+    for hold in report.get("holds", [])[-3:]:
+        rows[f"Held {hold['job']}"] = hold["reason"]
+    if report.get("stopped"):
+        rows["Not replacing"] = report["stopped"]
+    return rows
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -16,6 +16,20 @@ from typing import Any
 #: Hold reason code while a spooled job's input is still on its way: not a real hold.
 SPOOLING_HOLD_CODE = 16
 
+#: What common HoldReasonCodes mean, for holds that come without a HoldReason (a hold through
+#: the 25.x bindings on a 23.x schedd leaves it empty).
+HOLD_CODES = {
+    1: "held by a user or an administrator",
+    3: "held by the job's periodic_hold policy",
+    6: "the job could not be started on the execute node",
+    12: "output file transfer failed",
+    13: "input file transfer failed",
+    15: "submitted on hold",
+    21: "a job policy expression could not be evaluated",
+    26: "the input files are larger than allowed",
+    34: "the job used more memory than it asked for",
+}
+
 #: The attributes `classify` reads: ask the schedd for these (and no more) in status queries.
 STATUS_ATTRIBUTES = (
     "ClusterId",
@@ -92,7 +106,7 @@ def classify(ad: Mapping[str, Any] | None, job: str = "?") -> JobPhase:
     if status == JobStatus.HELD:
         if ad.get("HoldReasonCode") == SPOOLING_HOLD_CODE:
             return JobPhase(job, JobState.IDLE, "its input files are being spooled", owner)
-        return JobPhase(job, JobState.HELD, str(ad.get("HoldReason", "no reason given")), owner)
+        return JobPhase(job, JobState.HELD, _hold_reason(ad), owner)
     if status == JobStatus.IDLE:
         return JobPhase(job, JobState.IDLE, str(ad.get("LastRejMatchReason", "")), owner)
     if status in (JobStatus.RUNNING, JobStatus.TRANSFERRING_OUTPUT):
@@ -104,6 +118,15 @@ def classify(ad: Mapping[str, Any] | None, job: str = "?") -> JobPhase:
     if status == JobStatus.COMPLETED:
         return JobPhase(job, JobState.COMPLETED, "", owner)
     return JobPhase(job, JobState.GONE, f"unknown JobStatus {status}", owner)
+
+
+def _hold_reason(ad: Mapping[str, Any]) -> str:
+    reason = str(ad.get("HoldReason") or "").strip()
+    if reason:
+        return reason
+    code = ad.get("HoldReasonCode")
+    meaning = HOLD_CODES.get(int(code), "") if code is not None else ""
+    return f"no HoldReason given (HoldReasonCode {code}{': ' + meaning if meaning else ''})"
 
 
 def by_cluster_ids(cluster_ids: set[int] | list[int]) -> str:

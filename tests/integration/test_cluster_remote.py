@@ -472,7 +472,10 @@ def test_a_worker_job_held_from_outside_is_reported_and_replaced(facility, alice
         )
         report = wait_until(lambda: cluster.jobs()["holds"], 60, "the hold is reported")
         assert report[0]["job"] == held and report[0]["name"] == name
-        assert "held from outside by the test" in report[0]["reason"]
+        # A hold through the 25.x bindings leaves a 23.x schedd's HoldReason empty: then the
+        # code's meaning stands in for it.
+        why = report[0]["reason"]
+        assert "held from outside by the test" in why or "HoldReasonCode 1" in why, why
 
         def replaced() -> bool:
             entry = cluster.jobs()["jobs"].get(name, {})
@@ -481,5 +484,6 @@ def test_a_worker_job_held_from_outside_is_reported_and_replaced(facility, alice
         wait_until(replaced, 120, "a replacement job's worker joins under the same name")
         client.wait_for_workers(1, timeout=60)
         assert client.submit(sum, [1, 2]).result() == 3
-        assert "held from outside by the test" in cluster.get_logs()["Bundle"]
+        assert f"worker job {held} ({name}) is held: {why}" in cluster.get_logs()["Bundle"]
+        wait_until(lambda: f"Held {held}" in cluster._repr_html_(), 30, "the notebook view")
         assert not sched.job_ads(schedd, f"ClusterId == {held.split('.')[0]}"), "removed"

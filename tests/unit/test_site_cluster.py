@@ -180,3 +180,33 @@ async def test_worker_jobs_and_processes_are_process_interfaces():
 
     assert issubclass(WorkerJob, ProcessInterface)
     assert issubclass(WorkerProcess, ProcessInterface)
+
+
+async def test_the_clients_subscription_does_not_blind_the_site_cluster(scheduler, tmp_path):
+    from distributed.core import rpc
+
+    site = SiteCluster(
+        scheduler,
+        "rjq-test",
+        WorkerSpec(python=sys.executable, memory=256 * 2**20),
+        tracker=None,
+        scratch=tmp_path,
+        security=Security(),
+    )
+    await site
+    # The client's RemoteHTCondorCluster subscribes to worker events through the tunnel;
+    # distributed keeps one such subscription per scheduler.
+    observer = await rpc(scheduler.address).live_comm()
+    await observer.write({"op": "subscribe_worker_status"})
+    await observer.read()
+    try:
+        site.scale(1)
+        await site._correct_state()
+        await async_wait_until(
+            lambda: site.describe()["jobs"]["rjq-test-0"]["state"] == "connected",
+            60,
+            "the site cluster sees its worker join",
+        )
+    finally:
+        await observer.close()
+        await site.close()

@@ -54,5 +54,5 @@ def test_anything_else_is_refused_and_ours_kept(agent, other):
 
 async def test_the_heartbeat_carries_the_renewal(agent):
     renewed = _token(lifetime=3600)
-    assert await agent.handle_heartbeat(token=renewed) == agent.lease
+    assert (await agent.handle_heartbeat(token=renewed))["lease"] == agent.lease
     assert agent.token_file.read_text() == renewed

@@ -205,15 +205,14 @@ def scheduler_security(spec: BundleSpec, scratch: Path):
 
     if not spec.worker.tls:
         return Security()
-    cert, key = str(scratch / TLS_CERT), str(scratch / TLS_KEY)
-    return Security(
-        require_encryption=True,
-        tls_ca_file=cert,
-        tls_scheduler_cert=cert,
-        tls_scheduler_key=key,
-        tls_client_cert=cert,
-        tls_client_key=key,
-    )
+    # One pair for every role (as `Security.temporary` made it), and it is its own CA.
+    files = {"cert": str(scratch / TLS_CERT), "key": str(scratch / TLS_KEY)}
+    roles = {
+        f"tls_{role}_{kind}": path
+        for role in ("scheduler", "client")
+        for kind, path in files.items()
+    }
+    return Security(require_encryption=True, tls_ca_file=files["cert"], **roles)
 
 
 def main(argv: list[str] | None = None) -> int:

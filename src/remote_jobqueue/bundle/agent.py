@@ -102,12 +102,13 @@ class SiteAgent:
         logger.info("adaptivity stopped by the client")
         return await self.handle_jobs()
 
-    async def handle_heartbeat(self, token: str | None = None) -> float:
-        """The client is alive; with ``token``, it brings a renewed bearer token."""
+    async def handle_heartbeat(self, token: str | None = None) -> dict[str, Any]:
+        """The client is alive; with ``token``, it brings a renewed bearer token. The answer
+        carries the jobs' report (no schedd query), for the client's notebook view."""
         self.last_heartbeat = time.monotonic()
         if token and self.token_file is not None:
             self.renew_token(token)
-        return self.lease
+        return {"lease": self.lease, "jobs": self.cluster.describe() if self.cluster else None}
 
     def renew_token(self, token: str) -> bool:
         """Keep ``token`` for the gateway (and the schedd, with SciTokens) if it renews ours.

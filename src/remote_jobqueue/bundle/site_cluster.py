@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distributed import Scheduler, Security
+from distributed import Scheduler, SchedulerPlugin, Security
+from distributed.deploy.cluster import Cluster
 from distributed.deploy.spec import SpecCluster
+from distributed.scheduler import WorkerStatusPlugin
 
 from ..jobstate import JobPhase, JobState
 from ..spec import WorkerSpec
@@ -167,13 +169,28 @@ class SiteCluster(SpecCluster):
         logger.info("submitting a replacement for %s", worker.name)
         self._correct_state()
 
+    async def _start(self) -> None:
+        await super()._start()
+        # `distributed` lets one cluster manager subscribe to a scheduler's worker events (the
+        # plugin's name is fixed), and the client's RemoteHTCondorCluster needs it through the
+        # tunnel. We live in the scheduler's process: listen in-process instead, and leave the
+        # subscription to the client (no client can have subscribed yet: no tunnel is up).
+        self.scheduler.remove_plugin(name=WorkerStatusPlugin.name)
+        if self._watch_worker_status_comm is not None:
+            await self._watch_worker_status_comm.close()
+        self.scheduler.add_plugin(_InProcessWorkerStatus(self))
+
     def _update_worker_status(self, op: str, msg: Any) -> None:
-        """The scheduler's own events: a worker joined (our jobs work) or left (look why)."""
+        """The scheduler's own events: a worker joined (our jobs work) or left (look why).
+
+        Not `SpecCluster`'s handling of a lost worker (close its job after a timeout and never
+        replace it): the tracker learns why the job ended, and `_replace` submits it anew.
+        """
         if op == "add":
             self.failures.clear()
         elif op == "remove" and self.tracker is not None:
             self.tracker.poke()
-        super()._update_worker_status(op, msg)
+        Cluster._update_worker_status(self, op, msg)
 
     # What the client sees -----------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -198,6 +215,25 @@ class SiteCluster(SpecCluster):
             ),
             "schedd_queries": self.tracker.queries if self.tracker else 0,
         }
+
+
+class _InProcessWorkerStatus(SchedulerPlugin):
+    """Worker events of the scheduler, handed to the site cluster in the same process."""
+
+    name = "remote-jobqueue-site-cluster"
+
+    def __init__(self, site: SiteCluster) -> None:
+        self.site = site
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        ident = scheduler.workers[worker].identity()
+        ident.pop("metrics", None)
+        ident.pop("last_seen", None)
+        self.site._update_worker_status("add", {"workers": {worker: ident}})
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
+        if worker in self.site.scheduler_info.get("workers", {}):
+            self.site._update_worker_status("remove", worker)
 
 
 def _joined(name: str, connected: set[Any]) -> bool:

@@ -26,37 +26,37 @@ from ..jobstate import JobPhase, JobState
 from ..spec import WorkerSpec
 from .tracker import JobTracker
 
-Listener = Callable[["WorkerJob | WorkerProcess", JobPhase], None]
+Listener = Callable[["_Worker", JobPhase], None]
 
 
-class WorkerJob(ProcessInterface):
+class _Worker(ProcessInterface):
+    """What both kinds share: a Dask name, a phase, and someone to tell when it changes."""
+
+    def __init__(self, scheduler: str | None, name: str | None, on_change: Listener | None):
+        super().__init__(scheduler=scheduler, name=name)
+        self.scheduler_address = scheduler
+        self.name, self.on_change = str(name), on_change
+        self.job_id: str | None = None
+        self.phase = JobPhase("-", JobState.IDLE, "not started yet")
+
+    def _changed(self, phase: JobPhase) -> None:
+        self.phase = phase
+        if self.on_change is not None:
+            self.on_change(self, phase)
+
+
+class WorkerJob(_Worker):
     """One worker job; its Dask worker (or workers, with ``processes``) is called ``name``."""
 
-    def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        *,
-        tracker: JobTracker,
-        on_change: Listener | None = None,
-        **_: Any,
-    ) -> None:
-        super().__init__(scheduler=scheduler, name=name)
-        self.name = str(name)
-        self.tracker, self.on_change = tracker, on_change
-        self.job_id: str | None = None
-        self.phase = JobPhase("-", JobState.IDLE, "not submitted yet")
+    def __init__(self, scheduler=None, name=None, *, tracker: JobTracker, on_change=None, **_):
+        super().__init__(scheduler, name, on_change)
+        self.tracker = tracker
 
     async def start(self) -> None:
         self.job_id = await self.tracker.submit(self.name)
         self.phase = JobPhase(self.job_id, JobState.IDLE, "submitted")
         self.tracker.watch(self.job_id, self._changed)
         await super().start()
-
-    def _changed(self, phase: JobPhase) -> None:
-        self.phase = phase
-        if self.on_change is not None:
-            self.on_change(self, phase)
 
     async def close(self) -> None:
         if self.job_id is not None:
@@ -69,26 +69,15 @@ class WorkerJob(ProcessInterface):
         return f"<WorkerJob {self.name} {self.job_id or '-'} {self.phase}>"
 
 
-class WorkerProcess(ProcessInterface):
+class WorkerProcess(_Worker):
     """A Dask worker as a child process of the bundle (its own process group)."""
 
     def __init__(
-        self,
-        scheduler: str | None = None,
-        name: str | None = None,
-        *,
-        worker: WorkerSpec,
-        log_dir: Path,
-        label: str = "process",
-        on_change: Listener | None = None,
-        **_: Any,
-    ) -> None:
-        super().__init__(scheduler=scheduler, name=name)
-        self.scheduler_address = scheduler
-        self.name, self.worker, self.log_dir = str(name), worker, log_dir
-        self.on_change = on_change
-        self.job_id = label
-        self.phase = JobPhase(label, JobState.IDLE, "not started yet")
+        self, scheduler=None, name=None, *, worker: WorkerSpec, log_dir: Path, **options: Any
+    ):
+        super().__init__(scheduler, name, options.get("on_change"))
+        self.worker, self.log_dir = worker, log_dir
+        self.job_id = options.get("label", "process")
         self.proc: subprocess.Popen | None = None
         self.closing = False
         self._watch: asyncio.Task | None = None
@@ -108,16 +97,18 @@ class WorkerProcess(ProcessInterface):
                 env={**os.environ, **self.worker.environment},
                 start_new_session=True,
             )
-        self.phase = JobPhase(self.job_id, JobState.RUNNING, f"pid {self.proc.pid}")
+        self.phase = JobPhase(str(self.job_id), JobState.RUNNING, f"pid {self.proc.pid}")
         self._watch = asyncio.ensure_future(self._wait_exit())
         await super().start()
 
     async def _wait_exit(self) -> None:
         assert self.proc is not None
         code = await asyncio.to_thread(self.proc.wait)
-        self.phase = JobPhase(self.job_id, JobState.GONE, f"the process exited with {code}")
-        if self.on_change is not None and not self.closing and self.status != Status.closed:
-            self.on_change(self, self.phase)
+        gone = JobPhase(str(self.job_id), JobState.GONE, f"the process exited with {code}")
+        if self.closing or self.status == Status.closed:
+            self.phase = gone
+        else:
+            self._changed(gone)
 
     async def close(self) -> None:
         self.closing = True
