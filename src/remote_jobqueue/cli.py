@@ -6,9 +6,11 @@ directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -24,9 +26,21 @@ def facility() -> None:
     """The development facility: HTCondor pool, XRootD origin and caches, OIDC issuer."""
 
 
-def _fail(err: Exception) -> None:
-    click.secho(f"error: {err}", fg="red", err=True)
-    sys.exit(1)
+@contextlib.contextmanager
+def _exit_on_error() -> Iterator[None]:
+    """An error inside ends the command with one red ``error:`` line and exit status 1: what
+    fails here (no facility, no token, an unknown site) is for the user to fix, and a traceback
+    would only bury the reason."""
+    try:
+        yield
+    except Exception as err:
+        click.secho(f"error: {err}", fg="red", err=True)
+        sys.exit(1)
+
+
+def _to_stderr(msg: str) -> None:
+    """Progress goes to stderr, so that stdout stays what the command prints."""
+    click.echo(msg, err=True)
 
 
 @facility.command("up")
@@ -34,10 +48,8 @@ def facility_up() -> None:
     """Bring the facility up (idempotent; reuses a cached root file system)."""
     from .facility import lifecycle
 
-    try:
-        lifecycle.up(log=lambda msg: click.echo(msg, err=True))
-    except Exception as err:
-        _fail(err)
+    with _exit_on_error():
+        lifecycle.up(log=_to_stderr)
 
 
 @facility.command("down")
@@ -45,10 +57,8 @@ def facility_down() -> None:
     """Stop everything the facility started; leave no process, mount or namespace."""
     from .facility import lifecycle
 
-    try:
-        lifecycle.down(log=lambda msg: click.echo(msg, err=True))
-    except Exception as err:
-        _fail(err)
+    with _exit_on_error():
+        lifecycle.down(log=_to_stderr)
 
 
 @facility.command("status")
@@ -71,11 +81,9 @@ def facility_env(user: str) -> None:
     """Print `export` lines for a client of the facility (eval them in a shell)."""
     from .facility import lifecycle
 
-    try:
+    with _exit_on_error():
         for key, value in lifecycle.env(user=user).items():
             click.echo(f"export {key}={shlex.quote(value)}")
-    except Exception as err:
-        _fail(err)
 
 
 @main.command("sites")
@@ -86,10 +94,8 @@ def sites_command() -> None:
 
     from . import sites
 
-    try:
+    with _exit_on_error():
         catalogue = sites.catalogue()
-    except Exception as err:
-        _fail(err)
     table = Table("site", "shown as", "schedd", "cache", "gateway")
     for name, spec in catalogue.items():
         row = (spec.schedd, spec.cache, spec.gateway)
@@ -111,10 +117,8 @@ def clusters_ls(site: str | None) -> None:
 
     from .clusters import list_clusters
 
-    try:
+    with _exit_on_error():
         found = list_clusters(site)
-    except Exception as err:
-        _fail(err)
     table = Table("cluster", "site", "scheduler job", "state", "worker jobs", "held", "age")
     for info in found:
         table.add_row(
@@ -136,10 +140,8 @@ def clusters_stop(cluster_id: str, site: str | None) -> None:
     """Remove every job of CLUSTER_ID (yours only)."""
     from .clusters import stop_cluster
 
-    try:
+    with _exit_on_error():
         removed = stop_cluster(cluster_id, site)
-    except Exception as err:
-        _fail(err)
     click.echo(f"removed {removed} job(s) of {cluster_id}")
 
 

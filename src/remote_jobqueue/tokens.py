@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import jwt
 
@@ -332,31 +332,34 @@ def token_request(
         raise IssuerUnavailable(f"cannot reach {token_endpoint}: {err}") from err
 
 
+class ClientOptions(TypedDict, total=False):
+    """The client keywords of :func:`token_request` (defaults there), which each grant helper
+    passes on as they are: the helpers only build their grant's form."""
+
+    client_id: Required[str]
+    client_secret: str | None
+    timeout: float
+
+
 def refresh_access_token(
     token_endpoint: str,
     refresh_token: str,
     *,
-    client_id: str,
-    client_secret: str | None = None,
     scope: str | None = None,
-    timeout: float = 10.0,
+    **client: Unpack[ClientOptions],
 ) -> dict[str, Any]:
     """Refresh grant; keep the returned ``refresh_token`` (issuers may rotate it)."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "scope": scope}
-    return token_request(
-        token_endpoint, form, client_id=client_id, client_secret=client_secret, timeout=timeout
-    )
+    return token_request(token_endpoint, form, **client)
 
 
 def exchange_token(
     token_endpoint: str,
     subject_token: str,
     *,
-    client_id: str,
-    client_secret: str | None = None,
     scope: str | None = None,
     audience: str | Sequence[str] | None = None,
-    timeout: float = 10.0,
+    **client: Unpack[ClientOptions],
 ) -> dict[str, Any]:
     """RFC 8693 exchange of an access token, e.g. for a narrower scope or another audience."""
     form: dict[str, Any] = {
@@ -367,6 +370,4 @@ def exchange_token(
         "scope": scope,
         "audience": [audience] if isinstance(audience, str) else audience,
     }
-    return token_request(
-        token_endpoint, form, client_id=client_id, client_secret=client_secret, timeout=timeout
-    )
+    return token_request(token_endpoint, form, **client)

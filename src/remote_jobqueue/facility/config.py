@@ -35,6 +35,12 @@ class Site:
         return self.netns is not None
 
 
+def _on_hub(port_field: str, scheme: str = "") -> property:
+    """The address (a ``str``) of a hub service: each listens on ``hub_address``, at the port of
+    the field ``port_field``; ``scheme`` goes in front for URLs."""
+    return property(lambda cfg: f"{scheme}{cfg.hub_address}:{getattr(cfg, port_field)}")
+
+
 @dataclass(frozen=True)
 class FacilityConfig:
     """The whole facility. Defaults are what tests and the README demo use."""
@@ -71,25 +77,12 @@ class FacilityConfig:
         known = ", ".join(s.name for s in self.sites)
         raise KeyError(f"unknown site {name!r}; the facility has: {known}")
 
-    @property
-    def collector(self) -> str:
-        return f"{self.hub_address}:{self.collector_port}"
-
-    @property
-    def issuer_url(self) -> str:
-        return f"http://{self.hub_address}:{self.issuer_port}"
-
-    @property
-    def gateway(self) -> str:
-        return f"{self.hub_address}:{self.gateway_port}"
-
-    @property
-    def origin_url(self) -> str:
-        return f"root://{self.hub_address}:{self.origin_port}"
-
-    @property
-    def hub_cache_url(self) -> str:
-        return f"root://{self.hub_address}:{self.cache_port}"
+    # Where the hub's services listen (not annotated: they are properties, not fields)
+    collector = _on_hub("collector_port")
+    issuer_url = _on_hub("issuer_port", "http://")
+    gateway = _on_hub("gateway_port")
+    origin_url = _on_hub("origin_port", "root://")
+    hub_cache_url = _on_hub("cache_port", "root://")
 
     def cache_url_for(self, site_name: str) -> str:
         """The nearest cache of a site: its own if it has one, else the hub's."""

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Unpack
+from dataclasses import dataclass
 
 import asyncssh
 
-from .hostkeys import HostKeySpec
-from .protocol import check_cluster_id
-from .tunnel import GatewayLink, LinkOptions, TokenSource, TunnelError
+from .tunnel import GatewayLink, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +23,7 @@ SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 
 
+@dataclass(eq=False, repr=False)
 class ReverseForwarder(GatewayLink):
     """Keeps ``services`` (logical port → local ``(host, port)``) registered at the gateway.
 
@@ -33,26 +32,16 @@ class ReverseForwarder(GatewayLink):
     file is refreshed from outside, and a reconnect after expiry must use the new one.
     """
 
-    def __init__(
-        self,
-        gateway: str,
-        known_host_key: HostKeySpec,
-        token_source: TokenSource | None,
-        cluster_id: str,
-        services: Mapping[int, tuple[str, int]],
-        **options: Unpack[LinkOptions],
-    ) -> None:
-        super().__init__(gateway, known_host_key, token_source, **options)
-        self.cluster_id = check_cluster_id(cluster_id)
-        if not services:
+    services: Mapping[int, tuple[str, int]]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.services:
             raise ValueError("nothing to forward: services is empty")
-        for port in services:
+        for port in self.services:
             if not 0 < port < 65536:
                 raise ValueError(f"invalid logical port {port}")
-        self.services = dict(services)
-
-    def __repr__(self) -> str:
-        return f"<ReverseForwarder {self.cluster_id} via {self.gateway} {self.state}>"
+        self.services = dict(self.services)
 
     async def _on_connect(self, conn: asyncssh.SSHClientConnection) -> None:
         for logical, (host, port) in self.services.items():

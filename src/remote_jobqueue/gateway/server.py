@@ -298,6 +298,21 @@ class Gateway:
         await self.wait_closed()
 
 
+#: What asyncssh would otherwise offer, turned off: the gateway logs in only with a password (the
+#: bearer token) and only forwards TCP, so no other login method, no terminal, X11, agent or SCP.
+#: (:class:`GatewayServer` refuses other logins and every session again, per connection.)
+_REFUSED_SSH_FEATURES: dict[str, bool | None] = {
+    "kbdint_auth": False,
+    "public_key_auth": False,
+    "host_based_auth": False,
+    "gss_host": None,
+    "allow_pty": False,
+    "x11_forwarding": False,
+    "agent_forwarding": False,
+    "allow_scp": False,
+}
+
+
 async def serve(
     host: str,
     port: int,
@@ -324,14 +339,7 @@ async def serve(
         server_factory=lambda: GatewayServer(authenticator, registry, gateway),
         server_host_keys=[host_key],
         password_auth=True,
-        kbdint_auth=False,
-        public_key_auth=False,
-        host_based_auth=False,
-        gss_host=None,
-        allow_pty=False,
-        x11_forwarding=False,
-        agent_forwarding=False,
-        allow_scp=False,
+        **_REFUSED_SSH_FEATURES,
         login_timeout=login_timeout,
         keepalive_interval=keepalive_interval,
         keepalive_count_max=keepalive_count_max,

@@ -20,9 +20,9 @@ import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
-from typing import Self, TypedDict, Unpack
+from typing import Self, TypedDict
 
 import asyncssh
 
@@ -224,7 +224,8 @@ async def splice(
 
 
 class LinkOptions(TypedDict, total=False):
-    """Connection tuning shared by :class:`Tunnel` and the bundle's forwarder."""
+    """Connection tuning shared by :class:`Tunnel` and the bundle's forwarder: the keyword-only
+    fields of :class:`GatewayLink`, as a dict to pass around."""
 
     username: str
     connect_timeout: float
@@ -234,36 +235,38 @@ class LinkOptions(TypedDict, total=False):
     backoff_max: float
 
 
+@dataclass(eq=False, repr=False)
 class GatewayLink:
-    """One authenticated SSH connection to the gateway, replaced whenever it drops.
+    """One authenticated SSH connection to the gateway on behalf of one cluster, replaced
+    whenever it drops.
+
+    A dataclass, so that subclasses declare only what they add: the generated ``__init__``
+    takes these fields, then the subclass's, then every keyword-only one.
 
     ``connected`` is set while a connection is up (and, for subclasses, fully set up);
     ``state`` and ``last_error`` are for logging and status displays; ``connect_count`` counts
     successful connections (1 after :meth:`start`).
     """
 
-    def __init__(
-        self,
-        gateway: str,
-        known_host_key: HostKeySpec,
-        token_source: TokenSource | None = None,
-        *,
-        username: str = ANY_USERNAME,
-        connect_timeout: float = 10.0,
-        keepalive_interval: float = 15.0,
-        keepalive_count_max: int = 3,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-    ) -> None:
-        self.gateway = gateway
-        self.host_keys = load_host_keys(known_host_key)
-        self.token_source = token_source or default_token_source
-        self.username = username
-        self.connect_timeout = connect_timeout
-        self.keepalive_interval = keepalive_interval
-        self.keepalive_count_max = keepalive_count_max
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+    gateway: str
+    #: The gateway's pinned host key (see :func:`.hostkeys.load_host_keys`).
+    known_host_key: HostKeySpec
+    #: ``None``: WLCG bearer-token discovery.
+    token_source: TokenSource | None
+    #: The cluster's name at the gateway (with the user's identity, the registry's key).
+    cluster_id: str
+    _: KW_ONLY
+    username: str = ANY_USERNAME
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 15.0
+    keepalive_count_max: int = 3
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.host_keys = load_host_keys(self.known_host_key)
+        self.token_source = self.token_source or default_token_source
+        self.cluster_id = check_cluster_id(self.cluster_id)
         self.connected = asyncio.Event()
         self.state = "idle"
         self.last_error: TunnelError | None = None
@@ -274,7 +277,7 @@ class GatewayLink:
         self._rejected: tuple[str, TunnelAuthError] | None = None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.gateway} {self.state}>"
+        return f"<{type(self).__name__} {self.cluster_id} via {self.gateway} {self.state}>"
 
     @property
     def connection(self) -> asyncssh.SSHClientConnection | None:
@@ -441,6 +444,7 @@ class GatewayLink:
 # The user's tunnel ----------------------------------------------------------------------------
 
 
+@dataclass(eq=False, repr=False)
 class Tunnel(GatewayLink):
     """Local ports on ``bind_host`` for the services of one cluster, through the gateway.
 
@@ -449,29 +453,18 @@ class Tunnel(GatewayLink):
     for it to come back. The local ports never change for the life of the tunnel.
     """
 
-    def __init__(
-        self,
-        gateway: str,
-        known_host_key: HostKeySpec,
-        token_source: TokenSource | None,
-        cluster_id: str,
-        services: Iterable[int] = (8786, 8787),
-        *,
-        bind_host: str = "127.0.0.1",
-        connect_wait: float = 10.0,
-        **options: Unpack[LinkOptions],
-    ) -> None:
-        super().__init__(gateway, known_host_key, token_source, **options)
-        self.cluster_id = check_cluster_id(cluster_id)
-        self.services = tuple(services)
-        self.bind_host = bind_host
-        self.connect_wait = connect_wait
+    #: The cluster's service ports to offer locally (scheduler and dashboard by default).
+    services: Iterable[int] = (8786, 8787)
+    _: KW_ONLY
+    bind_host: str = "127.0.0.1"
+    connect_wait: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.services = tuple(self.services)
         self._servers: dict[int, asyncio.Server] = {}
         self._local_ports: dict[int, int] = {}
         self._handlers: set[asyncio.Task[None]] = set()
-
-    def __repr__(self) -> str:
-        return f"<Tunnel {self.cluster_id} via {self.gateway} {self.state}>"
 
     def local_port(self, port: int) -> int:
         """The local port standing for the cluster's service ``port``."""
