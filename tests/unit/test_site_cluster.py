@@ -196,7 +196,8 @@ async def test_the_clients_subscription_does_not_blind_the_site_cluster(schedule
     await site
     # The client's RemoteHTCondorCluster subscribes to worker events through the tunnel;
     # distributed keeps one such subscription per scheduler.
-    observer = await rpc(scheduler.address).live_comm()
+    client_side = rpc(scheduler.address)
+    observer = await client_side.live_comm()
     await observer.write({"op": "subscribe_worker_status"})
     await observer.read()
     try:
@@ -209,4 +210,5 @@ async def test_the_clients_subscription_does_not_blind_the_site_cluster(schedule
         )
     finally:
         await observer.close()
+        await client_side.close_rpc()
         await site.close()
