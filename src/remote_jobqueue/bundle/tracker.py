@@ -82,12 +82,14 @@ class JobTracker:
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self.batch_window)
-        submits, self._pending_submits = self._pending_submits, []
-        removes, self._pending_removes = self._pending_removes, {}
-        if submits:
-            await self._submit_batch(submits)
-        if removes:
-            await self._remove_batch(removes)
+        # What arrives while a batch is on its way goes in the next one, from this same task.
+        while self._pending_submits or self._pending_removes:
+            submits, self._pending_submits = self._pending_submits, []
+            removes, self._pending_removes = self._pending_removes, {}
+            if submits:
+                await self._submit_batch(submits)
+            if removes:
+                await self._remove_batch(removes)
 
     async def _submit_batch(self, batch: list[tuple[str, asyncio.Future[str]]]) -> None:
         from .. import schedd as sched
