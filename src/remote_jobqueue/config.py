@@ -124,7 +124,18 @@ def _normalized(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_built: tuple[Any, Any] = (None, None)  # (schema, its validator)
+
+
 def _validator() -> Any:
+    # Built once per schema: every cluster, site lookup and spawner setting is checked with it.
+    global _built
+    if _built[0] is not schema:
+        _built = (schema, _build_validator())
+    return _built[1]
+
+
+def _build_validator() -> Any:
     # jsonschema is imported on first use: importing it can take a second.
     import jsonschema
     from dask.utils import parse_bytes
