@@ -142,7 +142,6 @@ class RemoteHTCondorCluster(Cluster):
                 "or the site's gateway in the site catalogue"
             )
         self.progress = StartProgress(f"cluster {self.cluster_id} at {self.site.name}", quiet)
-        self.job_id: str | None = None
         self.lost: str | None = None
         self._tunnel = None
         self._local_proc: subprocess.Popen | None = None
@@ -307,7 +306,7 @@ class RemoteHTCondorCluster(Cluster):
         desc = {**self.scheduler_job_description(), "initialdir": str(inputs)}
         self.scheduler_job = SchedulerJob(self.site, desc, self.cluster_id)
         self.progress.update("submitting the scheduler job")
-        self.job_id = await self.scheduler_job.submit()
+        await self.scheduler_job.submit()
         self._log(f"submitted scheduler job {self.job_id} to {self.site.name}")
         deadline = time.monotonic() + self.start_timeout
         await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
@@ -535,6 +534,11 @@ class RemoteHTCondorCluster(Cluster):
         return await self.scheduler_comm.rjq_jobs()
 
     # Views ----------------------------------------------------------------------------
+    @property
+    def job_id(self) -> str | None:
+        """The scheduler job's id (``"12.0"``), once it is submitted."""
+        return self.scheduler_job.job_id if self.scheduler_job is not None else None
+
     @property
     def dashboard_link(self) -> str:
         if not self._local_dashboard:

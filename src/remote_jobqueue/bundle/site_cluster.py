@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class SiteCluster(SpecCluster):
                 self.resident_spec = None
         self.failure_limit = failure_limit
         self.failures: list[JobPhase] = []  # consecutive, since a worker last joined
-        self.holds: list[dict[str, Any]] = []  # every hold seen, for `jobs()` and the logs
+        self.holds: deque[dict[str, Any]] = deque(maxlen=20)  # the latest holds, for `jobs()`
         self.stopped: str | None = None  # why no new jobs are submitted, if so
         super().__init__(
             worker=job_spec,
@@ -208,7 +209,7 @@ class SiteCluster(SpecCluster):
         return {
             "target": len(self.worker_spec),
             "jobs": jobs,
-            "holds": list(self.holds[-20:]),
+            "holds": list(self.holds),
             "stopped": self.stopped,
             "adaptive": (
                 {"minimum": adaptive.minimum, "maximum": adaptive.maximum} if running else None
