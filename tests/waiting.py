@@ -10,33 +10,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.5) -> T:
-    """The first truthy value of ``predicate()``; AssertionError if none within ``timeout`` s."""
+def _attempts(timeout: float, what: str) -> Iterator[None]:
+    """One turn per look at the condition; AssertionError once ``timeout`` s have passed."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value:
-            return value
+        yield
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout:g} s: {what}")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.5) -> T:
+    """The first truthy value of ``predicate()``; AssertionError if none within ``timeout`` s."""
+    for _ in _attempts(timeout, what):
+        if value := predicate():
+            return value
         time.sleep(poll)
+    raise AssertionError("unreachable")
 
 
 async def async_wait_until(
     predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.01
 ) -> T:
     """As :func:`wait_until`, in a running event loop (which goes on running meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
+    for _ in _attempts(timeout, what):
+        if value := predicate():
             return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
         await asyncio.sleep(poll)
+    raise AssertionError("unreachable")
