@@ -21,20 +21,16 @@ class FacilityError(RuntimeError):
     """The facility cannot start; the message says what is missing and how to fix it."""
 
 
-def _project_root() -> Path | None:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").exists():
-            return parent
-    return None
-
-
 def host_binds() -> list[Path]:
-    """Host paths jobs need read-only: the interpreter, the virtualenv and the project."""
-    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()}
-    project = _project_root()
-    if project is not None:
-        paths.add(project)
+    """Host paths jobs need read-only: the interpreter, the virtualenv and the directory the
+    `remote_jobqueue` package is imported from (a checkout's ``src`` when installed editable).
+
+    Not the whole checkout: a bind mount keeps its source's mode, and a checkout in a 0700
+    directory (``mktemp -d``, ``/root``) would be untraversable for the jobs' users, while the
+    mount points the chroot gets for these paths are made traversable.
+    """
+    package_dir = Path(__file__).resolve().parents[2]
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package_dir}
     # Drop paths inside others: one bind mount covers them.
     return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
 
