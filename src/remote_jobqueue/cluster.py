@@ -31,18 +31,20 @@ from distributed.deploy.cluster import Cluster
 
 from . import config, sites
 from .adaptive import RemoteAdaptive
+from .environ import for_cluster_processes
 from .errors import (
     ClusterLost,
     GatewayError,
     RemoteJobqueueError,
     StartTimeout,
 )
+from .localpeer import UnixSocketPort
 from .progress import StartProgress
 from .spec import (
     BEARER_TOKEN,
     BUNDLE_SPEC,
+    CLUSTER_SECRET,
     CONDOR_CA,
-    CONDOR_TOKEN,
     DASHBOARD_PORT,
     JOB_PATH,
     SCHEDULER_PORT,
@@ -88,7 +90,6 @@ class RemoteHTCondorCluster(Cluster):
         resident_worker: bool | None = None,
         tls: bool | None = None,
         token_file: str | os.PathLike | None = None,
-        condor_token_dir: str | os.PathLike | None = None,
         start_timeout: float | None = None,
         idle_grace: float | None = None,
         asynchronous: bool = False,
@@ -106,10 +107,18 @@ class RemoteHTCondorCluster(Cluster):
         self.image = settings["image"] or self.site.image
         if self.image:
             extra.setdefault("container_image", self.image)
-        # Scheduler and workers at a site talk TLS with a certificate made for this cluster:
-        # anyone at the site can reach the scheduler's port, only this cluster holds the key.
-        self.tls = bool(settings["tls"]) and not self.site.is_local
-        self.security = Security.temporary() if self.tls else Security()
+        # Scheduler, workers and client talk TLS with a certificate made for this cluster:
+        # anyone at the site (or on this host, in local mode) can reach the scheduler's port,
+        # only this cluster holds the key.
+        if not settings["tls"]:
+            raise RemoteJobqueueError(
+                "tls=False is refused: without TLS anyone who can reach the scheduler's port "
+                "(other jobs at the site, other users of this host) could run code as you"
+            )
+        self.tls = True
+        self.security = Security.temporary()
+        #: Proves the bundle's claim of the cluster's name at the gateway (see registry.py).
+        self._claim_secret = secrets.token_urlsafe(32)
         self.worker_spec = WorkerSpec.build(
             cores=settings["cores"],
             memory=settings["memory"],
@@ -135,7 +144,6 @@ class RemoteHTCondorCluster(Cluster):
         self.n_workers = n_workers
         self.resident_worker = bool(settings["resident-worker"]) and not self.site.is_local
         self.token_file = settings["token-file"]
-        self.condor_token_dir = settings["condor-token-dir"]
         if not self.site.is_local and not self.gateway:
             raise RemoteJobqueueError(
                 f"site {self.site.name} has no gateway configured: set remote-jobqueue.gateway "
@@ -145,6 +153,7 @@ class RemoteHTCondorCluster(Cluster):
         self.lost: str | None = None
         self._tunnel = None
         self._local_proc: subprocess.Popen | None = None
+        self._local_port: UnixSocketPort | None = None
         self._inputs: Path | None = None
         self._tasks: list[asyncio.Task] = []
         self._adaptive: RemoteAdaptive | None = None
@@ -238,33 +247,24 @@ class RemoteHTCondorCluster(Cluster):
         self._tasks.append(asyncio.create_task(self._heartbeat()))
 
     def _write_inputs(self, bearer: str | None) -> Path:
+        """The bundle's input files, in a 0700 directory; secrets 0600 from their first byte."""
         from .tokens import write_private_file
 
         inputs = Path(tempfile.mkdtemp(prefix=f"{self.cluster_id}-"))
         inputs.chmod(0o700)
         (inputs / BUNDLE_SPEC).write_text(self.bundle_spec().to_json())
-        condor_token = self._condor_token()
-        write_private_file(inputs / CONDOR_TOKEN, condor_token or "")
         write_private_file(inputs / BEARER_TOKEN, bearer or "")
+        write_private_file(inputs / CLUSTER_SECRET, self._claim_secret)
         (inputs / CONDOR_CA).write_text(self._condor_ca())
-        if self.tls:
-            (inputs / TLS_CERT).write_text(self.security.tls_scheduler_cert)
-            write_private_file(inputs / TLS_KEY, self.security.tls_scheduler_key)
+        (inputs / TLS_CERT).write_text(self.security.tls_scheduler_cert)
+        write_private_file(inputs / TLS_KEY, self.security.tls_scheduler_key)
         self._inputs = inputs
         return inputs
 
-    def _condor_token(self) -> str | None:
-        import htcondor2
-
-        directory = self.condor_token_dir or htcondor2.param.get("SEC_TOKEN_DIRECTORY")
-        if not directory or not Path(directory).is_dir():
-            return None
-        for path in sorted(Path(directory).iterdir()):
-            with contextlib.suppress(OSError):
-                text = path.read_text().strip()
-                if text:
-                    return text
-        return None
+    def _remove_inputs(self) -> None:
+        if self._inputs is not None:
+            shutil.rmtree(self._inputs, ignore_errors=True)
+            self._inputs = None
 
     @property
     def _connection_args(self) -> dict[str, Any]:
@@ -306,7 +306,11 @@ class RemoteHTCondorCluster(Cluster):
         desc = {**self.scheduler_job_description(), "initialdir": str(inputs)}
         self.scheduler_job = SchedulerJob(self.site, desc, self.cluster_id)
         self.progress.update("submitting the scheduler job")
-        await self.scheduler_job.submit()
+        try:
+            await self.scheduler_job.submit()
+        finally:
+            # Spooled: the schedd holds its own copy now, so ours (token, key) goes at once.
+            self._remove_inputs()
         self._log(f"submitted scheduler job {self.job_id} to {self.site.name}")
         deadline = time.monotonic() + self.start_timeout
         await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
@@ -371,6 +375,8 @@ class RemoteHTCondorCluster(Cluster):
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=for_cluster_processes(os.environ),
+            cwd=inputs,
             start_new_session=True,
         )
         log.close()
@@ -383,8 +389,9 @@ class RemoteHTCondorCluster(Cluster):
                 raise StartTimeout("the local bundle did not start in time")
             await asyncio.sleep(0.1)
         info = json.loads(address_file.read_text())
-        if info.get("dashboard_port"):
-            self._local_dashboard = f"127.0.0.1:{info['dashboard_port']}"
+        if info.get("dashboard_socket"):
+            self._local_port = UnixSocketPort(info["dashboard_socket"])
+            self._local_dashboard = f"127.0.0.1:{await self._local_port.start()}"
         return info["scheduler"]
 
     # Running --------------------------------------------------------------------------
@@ -405,8 +412,9 @@ class RemoteHTCondorCluster(Cluster):
                     renewed = current if current != self._bundle_token else None
             try:
                 beat = self.scheduler_comm.rjq_heartbeat(token=renewed)
-                self.job_report = (await asyncio.wait_for(beat, interval)).get("jobs")
-                if renewed:
+                answer = await asyncio.wait_for(beat, interval)
+                self.job_report = answer.get("jobs")
+                if renewed and answer.get("token_taken"):
                     self._bundle_token = renewed
             except Exception as err:
                 if await self._lost_because(err):
@@ -614,6 +622,9 @@ class RemoteHTCondorCluster(Cluster):
             with contextlib.suppress(Exception):
                 await self._tunnel.close()
             self._tunnel = None
+        if self._local_port is not None:
+            await self._local_port.close()
+            self._local_port = None
         if self._local_proc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.to_thread(self._local_proc.wait), 15)
@@ -622,9 +633,7 @@ class RemoteHTCondorCluster(Cluster):
 
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._local_proc.pid, signal.SIGKILL)
-        if self._inputs is not None:
-            shutil.rmtree(self._inputs, ignore_errors=True)
-            self._inputs = None
+        self._remove_inputs()
 
 
 def _cluster_ids(jobs: dict[str, Any]) -> set[int]:

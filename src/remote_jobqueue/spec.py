@@ -25,13 +25,15 @@ from .errors import ImpossibleResources
 #: makes it), in the scratch directory of the scheduler job and of every worker job.
 TLS_CERT = "tls-cert.pem"
 TLS_KEY = "tls-key.pem"
-#: The scheduler job's other input files: its spec (no secrets), the user's HTCondor token (to
-#: submit worker jobs), bearer token (to dial the gateway) and the schedd's CA (SciTokens).
+#: The scheduler job's other input files: its spec (no secrets); the user's bearer token, the
+#: only credential it gets (short-lived, renewed by the client): to dial the gateway, and as a
+#: SciToken to submit worker jobs; the cluster's secret (its claim at the gateway); the
+#: schedd's CA (SciTokens run over SSL). No HTCondor IDTOKEN travels: they rarely expire.
 BUNDLE_SPEC = "bundle.json"
-CONDOR_TOKEN = "condor-token"
 BEARER_TOKEN = "bearer-token"
+CLUSTER_SECRET = "cluster-secret"
 CONDOR_CA = "condor-ca.pem"
-BUNDLE_INPUTS = (BUNDLE_SPEC, CONDOR_TOKEN, BEARER_TOKEN, CONDOR_CA)
+BUNDLE_INPUTS = (BUNDLE_SPEC, BEARER_TOKEN, CLUSTER_SECRET, CONDOR_CA)
 
 #: Logical ports the bundle forwards through the gateway.
 SCHEDULER_PORT = 8786

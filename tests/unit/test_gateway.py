@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ import pytest_asyncio
 from remote_jobqueue.gateway import (
     AuthenticationFailed,
     Backoff,
+    ClaimRefused,
     Gateway,
+    Identity,
     Registry,
     RegistryFull,
     ReverseForwarder,
@@ -53,18 +56,28 @@ FAST = {"backoff_initial": 0.05, "backoff_max": 0.2, "connect_timeout": 5.0}
 
 
 class FakeAuthenticator:
-    """Secrets are user names in disguise; counts calls to show clients do not hammer it."""
+    """Secrets are user names in disguise; counts calls to show clients do not hammer it.
 
-    def __init__(self, secrets: dict[str, str]) -> None:
+    A login lasts ``lifetime`` seconds, or what ``lifetimes`` says for that secret."""
+
+    def __init__(self, secrets: dict[str, str], lifetime: float = 3600.0) -> None:
         self.secrets = secrets
         self.seen: list[str] = []
+        self.lifetime = lifetime
+        self.lifetimes: dict[str, float] = {}
 
-    async def authenticate(self, username: str, secret: str) -> str:
+    async def authenticate(self, username: str, secret: str) -> Identity:
         self.seen.append(secret)
         try:
-            return self.secrets[secret]
+            name = self.secrets[secret]
         except KeyError:
             raise AuthenticationFailed("unknown token") from None
+        lifetime = self.lifetimes.get(secret, self.lifetime)
+        return Identity("https://issuer.test", f"sub-{name}", name, time.time() + lifetime)
+
+
+def identity(name: str) -> Identity:
+    return Identity("https://issuer.test", f"sub-{name}", name, time.time() + 3600)
 
 
 @dataclass
@@ -86,7 +99,13 @@ class Env:
         self, token: str, services: dict[int, tuple[str, int]], cluster_id: str = "rjq-abc"
     ) -> ReverseForwarder:
         return ReverseForwarder(
-            self.address, self.host_key, lambda: token, cluster_id, services, **FAST
+            self.address,
+            self.host_key,
+            lambda: token,
+            cluster_id,
+            services,
+            f"secret-of-{cluster_id}-0123456789",
+            **FAST,
         )
 
     def tunnel(
@@ -204,7 +223,7 @@ async def test_owner_reaches_own_cluster_through_tunnel(env: Env) -> None:
             assert tunnel.local_address(8786).startswith("127.0.0.1:")
             assert await greeting(tunnel.local_address(8786)) == b"alice"
             assert await greeting(tunnel.local_address(8787)) == b"alice-dashboard"
-            assert [(r.cluster_id, r.port) for r in env.registry.list("alice")] == [
+            assert [(r.cluster_id, r.port) for r in env.registry.list(identity("alice"))] == [
                 ("rjq-abc", 8786),
                 ("rjq-abc", 8787),
             ]
@@ -261,8 +280,12 @@ async def test_cluster_names_are_per_user(env: Env) -> None:
         async with running(fwd_a, fwd_b, tun_a, tun_b):
             assert await greeting(tun_a.local_address(8786)) == b"alice"
             assert await greeting(tun_b.local_address(8786)) == b"bob"
-            assert len(env.registry.list("alice")) == len(env.registry.list("bob")) == 1
-            assert env.registry.list("mallory") == []
+            assert (
+                len(env.registry.list(identity("alice")))
+                == len(env.registry.list(identity("bob")))
+                == 1
+            )
+            assert env.registry.list(identity("mallory")) == []
 
 
 async def test_unregistered_port_of_own_cluster_is_refused(env: Env) -> None:
@@ -425,7 +448,7 @@ async def test_both_sides_reconnect_and_the_local_port_stays(env: Env) -> None:
 
             assert tunnel.local_address(8786) == address
             assert await greeting(address) == b"alice"
-            assert len(env.registry.list("alice")) == 1
+            assert len(env.registry.list(identity("alice"))) == 1
 
 
 async def test_local_connection_waits_for_a_reconnect(env: Env) -> None:
@@ -449,26 +472,49 @@ async def test_registry_empties_when_the_forwarder_closes(env: Env) -> None:
 
 async def test_registry_replaces_stale_entries_and_ignores_their_late_close() -> None:
     registry = Registry()
+    alice, bob = identity("alice"), identity("bob")
     stale_conn, fresh_conn = object(), object()
-    stale = registry.register("alice", "rjq-abc", 8786, stale_conn)  # type: ignore[arg-type]
-    fresh = registry.register("alice", "rjq-abc", 8786, fresh_conn)  # type: ignore[arg-type]
-    assert registry.lookup("alice", "rjq-abc", 8786) is fresh
+    stale = registry.register(alice, "rjq-abc", 8786, stale_conn)  # type: ignore[arg-type]
+    fresh = registry.register(alice, "rjq-abc", 8786, fresh_conn)  # type: ignore[arg-type]
+    assert registry.lookup(alice, "rjq-abc", 8786) is fresh
     stale.close()  # the old connection finally times out
     registry.drop_connection(stale_conn)  # type: ignore[arg-type]
-    assert registry.lookup("alice", "rjq-abc", 8786) is fresh
-    assert registry.lookup("bob", "rjq-abc", 8786) is None
+    assert registry.lookup(alice, "rjq-abc", 8786) is fresh
+    assert registry.lookup(bob, "rjq-abc", 8786) is None
     fresh.close()
     assert len(registry) == 0
 
 
+def test_registry_keys_on_issuer_and_subject_not_the_name() -> None:
+    registry, conn = Registry(), object()
+    alice = identity("alice")
+    registry.register(alice, "rjq-abc", 8786, conn)  # type: ignore[arg-type]
+    # Another issuer's "alice", and this issuer's other subject called alice: not her.
+    elsewhere = Identity("https://other.test", alice.subject, "alice", alice.expires_at)
+    namesake = Identity(alice.issuer, "sub-someone-else", "alice", alice.expires_at)
+    assert registry.lookup(elsewhere, "rjq-abc", 8786) is None
+    assert registry.lookup(namesake, "rjq-abc", 8786) is None
+    assert registry.lookup(alice, "rjq-abc", 8786) is not None
+
+
 def test_registry_caps_forwards_per_user() -> None:
     registry, conn = Registry(max_per_user=2), object()
-    registry.register("alice", "rjq-a", 1, conn)  # type: ignore[arg-type]
-    registry.register("alice", "rjq-a", 2, conn)  # type: ignore[arg-type]
-    registry.register("alice", "rjq-a", 2, conn)  # type: ignore[arg-type]  # a replacement
+    alice, bob = identity("alice"), identity("bob")
+    registry.register(alice, "rjq-a", 1, conn)  # type: ignore[arg-type]
+    registry.register(alice, "rjq-a", 2, conn)  # type: ignore[arg-type]
+    registry.register(alice, "rjq-a", 2, conn)  # type: ignore[arg-type]  # a replacement
     with pytest.raises(RegistryFull, match="alice already has 2 forwards"):
-        registry.register("alice", "rjq-a", 3, conn)  # type: ignore[arg-type]
-    registry.register("bob", "rjq-a", 3, conn)  # type: ignore[arg-type]
+        registry.register(alice, "rjq-a", 3, conn)  # type: ignore[arg-type]
+    registry.register(bob, "rjq-a", 3, conn)  # type: ignore[arg-type]
+
+
+def test_a_cluster_belongs_to_the_first_secret_that_claims_it() -> None:
+    registry, alice = Registry(), identity("alice")
+    registry.claim(alice, "rjq-abc", "the-bundles-secret-0123")
+    registry.claim(alice, "rjq-abc", "the-bundles-secret-0123")  # the bundle, reconnecting
+    with pytest.raises(ClaimRefused, match="cluster 'rjq-abc' of alice is held by another"):
+        registry.claim(alice, "rjq-abc", "a-guess-at-the-secret-000")
+    registry.claim(identity("bob"), "rjq-abc", "bobs-own-cluster-secret")  # bob's namespace
 
 
 async def test_unreachable_gateway_gives_up_after_the_timeout(tmp_path: Path) -> None:

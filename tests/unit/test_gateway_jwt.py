@@ -1,21 +1,21 @@
 """Gateway login with OIDC access tokens: a real RSA key, discovery and JWKS served on loopback.
 
-The identity is ``preferred_username`` (``sub`` if absent); every refusal carries a reason the
-user can act on, and no log record, at any level, ever contains the token.
+The identity is the issuer and subject, named ``preferred_username`` (``sub`` if absent); every
+refusal carries a reason the user can act on, and no log record, at any level, ever contains
+the token. A login lasts as long as its token, unless renewed in-band with a fresh one.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import jwt
 import pytest
 import pytest_asyncio
@@ -25,7 +25,9 @@ from remote_jobqueue.gateway import (
     AuthenticationFailed,
     ChainAuthenticator,
     Gateway,
+    Identity,
     JWTAuthenticator,
+    Tunnel,
     TunnelAuthError,
     connect_gateway,
     load_host_keys,
@@ -33,62 +35,12 @@ from remote_jobqueue.gateway import (
     public_key_text,
     serve,
 )
+from remote_jobqueue.gateway.tunnel import renew_login
 from remote_jobqueue.tokens import TokenValidator
 
+from .jwt_issuer import AUD, Issuer
+
 pytestmark = pytest.mark.timeout(20)
-
-AUD = "https://gateway.example"
-
-
-class Issuer:
-    """Discovery and JWKS of one RSA key, on an ephemeral loopback port."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/.well-known/openid-configuration":
-                    body: dict[str, Any] = {"issuer": issuer.url, "jwks_uri": issuer.url + "/jwks"}
-                elif self.path == "/jwks":
-                    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(issuer.key.public_key()))
-                    body = {"keys": [{**jwk, "kid": "k1", "alg": "RS256"}]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-    def token(self, key: rsa.RSAPrivateKey | None = None, **overrides: Any) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": self.url,
-            "sub": "0f3c-alice-sub",
-            "preferred_username": "alice",
-            "aud": AUD,
-            "iat": now,
-            "exp": now + 600,
-            "scope": "compute.create",
-            "wlcg.ver": "1.0",
-        }
-        claims.update(overrides)
-        claims = {k: v for k, v in claims.items() if v is not None}
-        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "k1"})
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +82,31 @@ def assert_never_logged(caplog: pytest.LogCaptureFixture, *secrets: str) -> None
 # The authenticator on its own -------------------------------------------------------------------
 
 
-async def test_good_token_identity_is_preferred_username(
+async def test_identity_is_issuer_and_subject_named_by_preferred_username(
     issuer: Issuer, authenticator: JWTAuthenticator
 ) -> None:
-    assert await authenticator.authenticate("token", issuer.token()) == "alice"
+    token = issuer.token()
+    identity = await authenticator.authenticate("token", token)
+    assert identity.key == (issuer.url, "0f3c-alice-sub") and identity.name == "alice"
+    assert identity.expires_at == jwt.decode(token, options={"verify_signature": False})["exp"]
 
 
-async def test_identity_falls_back_to_sub(issuer: Issuer, authenticator: JWTAuthenticator) -> None:
+async def test_identity_name_falls_back_to_sub(
+    issuer: Issuer, authenticator: JWTAuthenticator
+) -> None:
     token = issuer.token(preferred_username=None)
-    assert await authenticator.authenticate("token", token) == "0f3c-alice-sub"
+    assert (await authenticator.authenticate("token", token)).name == "0f3c-alice-sub"
+
+
+@pytest.mark.security
+async def test_a_namesake_is_another_identity(
+    issuer: Issuer, authenticator: JWTAuthenticator
+) -> None:
+    """``preferred_username`` is neither unique nor stable: clusters key on the subject."""
+    alice = await authenticator.authenticate("token", issuer.token())
+    namesake = await authenticator.authenticate("token", issuer.token(sub="9e2d-mallory-sub"))
+    assert namesake.name == alice.name == "alice"
+    assert namesake.key != alice.key
 
 
 @pytest.mark.parametrize(
@@ -177,15 +145,17 @@ async def test_issuer_down_is_a_temporary_failure(issuer: Issuer) -> None:
 async def test_chain_accepts_what_any_member_accepts(
     issuer: Issuer, authenticator: JWTAuthenticator
 ) -> None:
+    bob = Identity(issuer.url, "bob-sub", "bob", time.time() + 60)
+
     class HubTokens:  # stands in for JupyterHub API tokens, checked against the Hub later
-        async def authenticate(self, username: str, secret: str) -> str:
+        async def authenticate(self, username: str, secret: str) -> Identity:
             if secret == "hub-api-token-of-bob":
-                return "bob"
+                return bob
             raise AuthenticationFailed("not a Hub token")
 
     chain = ChainAuthenticator(authenticator, HubTokens())
-    assert await chain.authenticate("token", issuer.token()) == "alice"
-    assert await chain.authenticate("token", "hub-api-token-of-bob") == "bob"
+    assert (await chain.authenticate("token", issuer.token())).name == "alice"
+    assert await chain.authenticate("token", "hub-api-token-of-bob") == bob
     with pytest.raises(AuthenticationFailed, match=r"malformed token; not a Hub token"):
         await chain.authenticate("token", "garbage")
 
@@ -200,7 +170,7 @@ async def test_login_with_a_good_token_never_logs_it(
     token = issuer.token()
     await login(gateway, tmp_path, token)
     await login(gateway, tmp_path, token, username="alice")
-    assert any("alice authenticated" in r.getMessage() for r in caplog.records)
+    assert any("alice (0f3c-alice-sub) authenticated" in r.getMessage() for r in caplog.records)
     assert_never_logged(caplog, token)
 
 
@@ -224,3 +194,72 @@ async def test_refusals_reach_the_client_and_never_log_the_token(
         await login(gateway, tmp_path, issuer.token(), username=issuer.token(sub="x"))
     assert sum("failed" in r.getMessage() for r in caplog.records) >= 4
     assert_never_logged(caplog, expired, foreign, wrong_aud, issuer.token(sub="x"))
+
+
+# A login lasts as long as its token -----------------------------------------------------------
+
+
+async def connect(gateway: Gateway, tmp_path: Path, token: str) -> asyncssh.SSHClientConnection:
+    keys = load_host_keys(public_key_text(load_or_create_host_key(tmp_path / "host_key")))
+    return await connect_gateway(f"127.0.0.1:{gateway.port}", keys, token)
+
+
+@pytest.mark.security
+async def test_a_connection_is_closed_when_its_token_expires(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path
+) -> None:
+    now = int(time.time())
+    conn = await connect(gateway, tmp_path, issuer.token(exp=now + 2))
+    await asyncio.wait_for(conn.wait_closed(), 10)
+    assert conn.is_closed()
+
+
+@pytest.mark.security
+async def test_a_fresh_token_of_the_same_identity_extends_the_login(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path
+) -> None:
+    now = int(time.time())
+    conn = await connect(gateway, tmp_path, issuer.token(exp=now + 2))
+    until = await renew_login(conn, issuer.token(exp=now + 600))
+    assert until == now + 600
+    await asyncio.sleep(3)
+    assert not conn.is_closed()
+    conn.close()
+
+
+@pytest.mark.security
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"sub": "9e2d-mallory-sub", "preferred_username": "mallory"}, "mallory's, not alice's"),
+        ({"sub": "9e2d-mallory-sub"}, "the token is alice's, not alice's"),  # a namesake
+        ({"exp": int(time.time()) - 60, "iat": int(time.time()) - 700}, "token expired"),
+        ({"aud": "https://some-storage.example"}, "wrong audience"),
+    ],
+    ids=["another-user", "namesake", "expired", "wrong-audience"],
+)
+async def test_a_renewal_with_any_other_token_is_refused_and_the_login_still_ends(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path, overrides: dict[str, Any], reason: str
+) -> None:
+    conn = await connect(gateway, tmp_path, issuer.token(exp=int(time.time()) + 3))
+    with pytest.raises(TunnelAuthError, match=reason):
+        await renew_login(conn, issuer.token(**{"exp": int(time.time()) + 600, **overrides}))
+    await asyncio.wait_for(conn.wait_closed(), 10)
+
+
+@pytest.mark.security
+async def test_a_tunnel_renews_its_login_before_the_gateway_would_end_it(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path
+) -> None:
+    """The link reads its token source again ahead of the end: a refreshed token is used."""
+    tokens = [issuer.token(exp=int(time.time()) + 3)]
+    key = public_key_text(load_or_create_host_key(tmp_path / "host_key"))
+    tunnel = Tunnel(f"127.0.0.1:{gateway.port}", key, lambda: tokens[-1], "rjq-abc")
+    await tunnel.start()
+    try:
+        tokens.append(issuer.token(exp=int(time.time()) + 600))
+        await asyncio.sleep(4)
+        assert tunnel.connect_count == 1 and not tunnel.connection.is_closed()
+        assert tunnel.login_expires is not None and tunnel.login_expires > time.time() + 500
+    finally:
+        await tunnel.close()

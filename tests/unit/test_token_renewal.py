@@ -1,58 +1,107 @@
-"""The bundle takes a renewed bearer token from its client, and only a real renewal.
+"""The bundle takes a renewed bearer token from its client only once the gateway has.
 
-Specification: a token for the same subject and issuer that lives longer replaces the bundle's
-own file (atomically, 0600); a token for someone else, or one that expires sooner, does not.
+Specification: the bundle's scheduler port is open to the site network, so a token arriving
+with a heartbeat is not trusted on its claims: the bundle hands it to the gateway, which checks
+it as at login (signature, issuer, audience, expiry) and that it names the identity the
+bundle's login has; only then does it replace the bundle's file (atomically, 0600). A refused
+token leaves the file as it was, and the client is told, so it offers the token again later.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
-import jwt
 import pytest
+import pytest_asyncio
 
 from remote_jobqueue.bundle.agent import SiteAgent
+from remote_jobqueue.gateway import (
+    JWTAuthenticator,
+    ReverseForwarder,
+    load_or_create_host_key,
+    public_key_text,
+    serve,
+)
+from remote_jobqueue.tokens import TokenValidator
+
+from .jwt_issuer import AUD, Issuer
+
+pytestmark = pytest.mark.timeout(30)
 
 
-def _token(sub: str = "alice", iss: str = "https://issuer", lifetime: int = 600) -> str:
-    claims = {"sub": sub, "iss": iss, "exp": int(time.time()) + lifetime}
-    return jwt.encode(claims, "not-a-real-key-but-long-enough-for-hs256", algorithm="HS256")
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    issuer = Issuer()
+    yield issuer
+    issuer.close()
 
 
-@pytest.fixture
-def agent(tmp_path):
+@pytest_asyncio.fixture(loop_scope="function")
+async def agent(tmp_path: Path, issuer: Issuer) -> AsyncIterator[SiteAgent]:
+    """A site agent whose forwarder is logged in to a real gateway with a token of alice."""
+    validator = TokenValidator(issuer.url, AUD, leeway=0)
+    gateway, _ = await serve("127.0.0.1", 0, tmp_path / "key", JWTAuthenticator(validator))
     token_file = tmp_path / "bearer-token"
-    token_file.write_text(_token(lifetime=60))
+    token_file.write_text(issuer.token(exp=int(time.time()) + 60))
     token_file.chmod(0o600)
-    scheduler = SimpleNamespace(handlers={}, workers={}, address="tcp://s:1")
-    return SiteAgent(scheduler, None, "rjq-x", token_file=token_file)  # type: ignore[arg-type]
+
+    forwarder = ReverseForwarder(
+        f"127.0.0.1:{gateway.port}",
+        public_key_text(load_or_create_host_key(tmp_path / "key")),
+        lambda: token_file.read_text(),
+        "rjq-x",
+        {8786: ("127.0.0.1", 9)},
+        "the-cluster-secret-0123456789",
+    )
+    scheduler = SimpleNamespace(handlers={}, workers={}, address="tls://s:1")
+    agent = SiteAgent(scheduler, None, "rjq-x", token_file=token_file)  # type: ignore[arg-type]
+    agent.verify_token = forwarder.renew
+    async with gateway, forwarder:
+        yield agent
 
 
-def test_a_longer_lived_token_of_the_same_user_replaces_ours(agent):
-    renewed = _token(lifetime=3600)
-    assert agent.renew_token(renewed)
+async def test_a_fresh_token_of_the_same_user_replaces_ours(agent, issuer):
+    renewed = issuer.token(exp=int(time.time()) + 3600)
+    assert await agent.renew_token(renewed)
     assert agent.token_file.read_text() == renewed
     assert agent.token_file.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.security
 @pytest.mark.parametrize(
-    "other",
+    "claims",
     [
-        _token(sub="mallory", lifetime=3600),
-        _token(iss="https://elsewhere", lifetime=3600),
-        _token(lifetime=10),
-        "not a token",
+        {"sub": "9e2d-mallory-sub", "preferred_username": "mallory"},
+        {"sub": "9e2d-mallory-sub"},  # calls itself alice
+        {"iss": "https://elsewhere.example"},
+        {"exp": int(time.time()) - 60, "iat": int(time.time()) - 700},
     ],
-    ids=["another user", "another issuer", "expires sooner", "garbage"],
+    ids=["another-user", "a-namesake", "another-issuer", "expired"],
 )
-def test_anything_else_is_refused_and_ours_kept(agent, other):
+async def test_any_other_token_is_refused_and_ours_kept(agent, issuer, claims):
     before = agent.token_file.read_text()
-    assert not agent.renew_token(other)
+    assert not await agent.renew_token(issuer.token(**{"exp": int(time.time()) + 3600, **claims}))
     assert agent.token_file.read_text() == before
 
 
-async def test_the_heartbeat_carries_the_renewal(agent):
-    renewed = _token(lifetime=3600)
-    assert (await agent.handle_heartbeat(token=renewed))["lease"] == agent.lease
+@pytest.mark.security
+async def test_a_forged_token_with_the_right_claims_is_refused(agent, issuer):
+    """The old check compared claims only: a self-signed token of alice passed it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    before = agent.token_file.read_text()
+    assert not await agent.renew_token(issuer.token(key=forger, exp=int(time.time()) + 3600))
+    assert agent.token_file.read_text() == before
+
+
+async def test_the_heartbeat_carries_the_renewal_and_says_whether_it_was_taken(agent, issuer):
+    renewed = issuer.token(exp=int(time.time()) + 3600)
+    answer = await agent.handle_heartbeat(token=renewed)
+    assert answer["lease"] == agent.lease and answer["token_taken"]
     assert agent.token_file.read_text() == renewed
+    forged = issuer.token(sub="9e2d-mallory-sub", exp=int(time.time()) + 7200)
+    assert not (await agent.handle_heartbeat(token=forged))["token_taken"]

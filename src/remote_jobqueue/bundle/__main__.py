@@ -1,7 +1,8 @@
 """`python -m remote_jobqueue.bundle bundle.json`: the scheduler job at the site.
 
 Input files arrive in the job's scratch directory: ``bundle.json`` (no secrets), the user's
-HTCondor token (to submit worker jobs) and bearer token (to dial the gateway), both 0600.
+bearer token (to dial the gateway and, as a SciToken, to submit worker jobs), the cluster's
+secret (its claim at the gateway) and TLS key, all 0600.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pathlib import Path
 from ..data import JOB_PLUGIN_DIR, use_nearest_cache
 from ..spec import (
     BEARER_TOKEN,
+    CLUSTER_SECRET,
     CONDOR_CA,
-    CONDOR_TOKEN,
     DASHBOARD_PORT,
     SCHEDULER_PORT,
     TLS_CERT,
@@ -44,30 +45,14 @@ def site_address(collector: str | None) -> str:
 
 
 def setup_condor_client(spec: BundleSpec, scratch: Path) -> None:
-    """Client settings for submitting worker jobs as the user, with the token we were given.
-
-    An HTCondor IDTOKEN if the client had one; otherwise the bearer token itself, as a
-    SciToken (over SSL, trusting the CA the client trusts).
-    """
-    token_dir = scratch / ".condor-tokens"
-    token_dir.mkdir(mode=0o700, exist_ok=True)
-    src = scratch / CONDOR_TOKEN
-    idtoken = src.exists() and src.stat().st_size > 0
-    if src.exists():
-        dst = token_dir / "token"
-        src.replace(dst)
-        dst.chmod(0o600)
-    lines = [f"COLLECTOR_HOST = {spec.collector}"]
-    if idtoken:
-        lines += [
-            "SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS",
-            f"SEC_TOKEN_DIRECTORY = {token_dir}",
-        ]
-    else:
-        lines += [
-            "SEC_CLIENT_AUTHENTICATION_METHODS = SCITOKENS",
-            f"SCITOKENS_FILE = {scratch / BEARER_TOKEN}",
-        ]
+    """Client settings for submitting worker jobs as the user: the bearer token, as a SciToken
+    (over SSL, trusting the CA the client trusts). It is short-lived and renewed through the
+    client's heartbeat, so the bundle holds no credential that outlives the cluster."""
+    lines = [
+        f"COLLECTOR_HOST = {spec.collector}",
+        "SEC_CLIENT_AUTHENTICATION_METHODS = SCITOKENS",
+        f"SCITOKENS_FILE = {scratch / BEARER_TOKEN}",
+    ]
     ca = scratch / CONDOR_CA
     if ca.exists() and ca.stat().st_size > 0:
         lines.append(f"AUTH_SSL_CLIENT_CAFILE = {ca}")
@@ -109,7 +94,7 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     from .tracker import JobTracker
 
     security = scheduler_security(spec, scratch)
-    # The dashboard is plain HTTP: only on loopback, so it is reached through the tunnel alone.
+    # The dashboard is plain HTTP: it moves to a UNIX socket only we can open (see dashboard.py).
     options = {"dashboard_address": "127.0.0.1:0", **spec.scheduler_options}
     if spec.worker.tls:
         options.update(security=security, protocol="tls")
@@ -123,8 +108,10 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
             await resident.close()
             resident = None
         scheduler = await Scheduler(host=host, port=0, **options)
-    dashboard = scheduler.http_server.port if scheduler.http_server else None
-    logger.info("scheduler at %s, dashboard port %s", scheduler.address, dashboard)
+    from .dashboard import dashboard_socket_path, move_dashboard_to_unix_socket
+
+    dashboard = move_dashboard_to_unix_socket(scheduler, dashboard_socket_path(scratch))
+    logger.info("scheduler at %s, dashboard on %s", scheduler.address, dashboard)
 
     tracker = None
     if not local:
@@ -156,30 +143,35 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         lease=spec.lease,
         token_file=scratch / BEARER_TOKEN if spec.gateway else None,
     )
-    agent.install()
-    if spec.n_workers:
-        # Before dialling the gateway: workers start while the tunnel comes up.
-        site.scale(spec.n_workers)
 
     forwarder = None
     if spec.gateway:
         from ..gateway.forwarder import ReverseForwarder
 
         token_file = scratch / BEARER_TOKEN
-        services = {SCHEDULER_PORT: (host, scheduler.port)}
+        services: dict[int, tuple[str, int] | str] = {SCHEDULER_PORT: (host, scheduler.port)}
         if dashboard:
-            services[DASHBOARD_PORT] = ("127.0.0.1", dashboard)
+            services[DASHBOARD_PORT] = str(dashboard)
         forwarder = ReverseForwarder(
             gateway=spec.gateway,
             known_host_key=spec.gateway_host_key,
             token_source=lambda: token_file.read_text().strip(),
             cluster_id=spec.cluster_id,
             services=services,
+            claim_secret=(scratch / CLUSTER_SECRET).read_text().strip(),
         )
+        # A renewed token from the client is kept only once the gateway has taken it.
+        agent.verify_token = forwarder.renew
+    agent.install()
+    if spec.n_workers:
+        # Before dialling the gateway: workers start while the tunnel comes up.
+        site.scale(spec.n_workers)
+    if forwarder is not None:
         await forwarder.start()
     if address_file is not None:
         tmp = address_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"scheduler": scheduler.address, "dashboard_port": dashboard}))
+        info = {"scheduler": scheduler.address, "dashboard_socket": str(dashboard or "")}
+        tmp.write_text(json.dumps(info))
         tmp.replace(address_file)
 
     loop = asyncio.get_running_loop()
@@ -232,14 +224,19 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.spec.resolve().parent
     # Reads by the scheduler (and the resident worker, its child) go through the site's cache.
     use_nearest_cache(scratch / JOB_PLUGIN_DIR)
-    for secret in (scratch / CONDOR_TOKEN, scratch / BEARER_TOKEN, scratch / TLS_KEY):
+    for secret in (scratch / BEARER_TOKEN, scratch / CLUSTER_SECRET, scratch / TLS_KEY):
         if secret.exists():
             secret.chmod(0o600)
     if not args.local:
         setup_condor_client(spec, scratch)
         # Load the bindings now, not inside the event loop: their start-up blocks the process.
         import htcondor2  # noqa: F401
-    return asyncio.run(run(spec, scratch, args.local, args.address_file))
+    try:
+        return asyncio.run(run(spec, scratch, args.local, args.address_file))
+    finally:
+        if args.local:  # the scratch directory is the client's: leave no secret in it
+            for secret in (scratch / BEARER_TOKEN, scratch / CLUSTER_SECRET, scratch / TLS_KEY):
+                secret.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

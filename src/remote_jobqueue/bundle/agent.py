@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ class SiteAgent:
     ) -> None:
         self.scheduler, self.cluster, self.cluster_id = scheduler, cluster, cluster_id
         self.lease, self.token_file = lease, token_file
+        #: Checks a renewed token as the gateway does (and renews our login with it); without
+        #: it (local mode) no token is taken.
+        self.verify_token: Callable[[str], Awaitable[float]] | None = None
         self.last_heartbeat = time.monotonic()
         self.closing = asyncio.Event()
         self.close_reason = ""
@@ -104,33 +108,35 @@ class SiteAgent:
 
     async def handle_heartbeat(self, token: str | None = None) -> dict[str, Any]:
         """The client is alive; with ``token``, it brings a renewed bearer token. The answer
-        carries the jobs' report (no schedd query), for the client's notebook view."""
+        carries the jobs' report (no schedd query), for the client's notebook view, and
+        whether the token was taken."""
         self.last_heartbeat = time.monotonic()
-        if token and self.token_file is not None:
-            self.renew_token(token)
-        return {"lease": self.lease, "jobs": self.cluster.describe() if self.cluster else None}
+        taken = bool(token) and await self.renew_token(token)
+        return {
+            "lease": self.lease,
+            "jobs": self.cluster.describe() if self.cluster else None,
+            "token_taken": taken,
+        }
 
-    def renew_token(self, token: str) -> bool:
-        """Keep ``token`` for the gateway (and the schedd, with SciTokens) if it renews ours.
+    async def renew_token(self, token: str) -> bool:
+        """Keep ``token`` for the gateway and the schedd if the gateway takes it.
 
-        The scheduler's port is open to the site network, so only a token for the same subject
-        from the same issuer that lives longer is taken: nobody else's identity gets in.
+        The scheduler's port is open to the site network (TLS keeps strangers out, but the
+        token must not have to trust that): the gateway checks the token's signature, issuer,
+        audience and expiry, and that it names the identity our login has, before we write it.
         """
-        from ..tokens import TokenError, redact, token_claims_unverified, write_token_file
+        from ..gateway.tunnel import TunnelError
+        from ..tokens import redact, write_token_file
 
-        assert self.token_file is not None
-        try:
-            new = token_claims_unverified(token)
-            old = token_claims_unverified(self.token_file.read_text().strip())
-        except (TokenError, OSError) as err:
-            logger.warning("not renewing the bearer token: %s", err)
+        if self.token_file is None or self.verify_token is None:
             return False
-        same = all(new.get(k) == old.get(k) for k in ("iss", "sub"))
-        if not same or int(new.get("exp", 0)) <= int(old.get("exp", 0)):
-            logger.warning("refused a token (%s) that does not renew ours", redact(token))
+        try:
+            until = await self.verify_token(token)
+        except TunnelError as err:
+            logger.warning("refused a renewed token (%s): %s", redact(token), err)
             return False
         write_token_file(self.token_file, token)
-        logger.info("bearer token renewed (%s), valid until %s", redact(token), new.get("exp"))
+        logger.info("bearer token renewed (%s), login valid until %.0f", redact(token), until)
         return True
 
     async def handle_close(self, reason: str = "closed by the client") -> None:

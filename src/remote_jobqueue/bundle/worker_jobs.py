@@ -95,6 +95,7 @@ class WorkerProcess(_Worker):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.worker.environment},
+                cwd=self.log_dir,  # the cluster's TLS files are named relative to it
                 start_new_session=True,
             )
         self.phase = JobPhase(str(self.job_id), JobState.RUNNING, f"pid {self.proc.pid}")

@@ -4,7 +4,13 @@ See :mod:`.registry` for why the gateway binds no port per cluster and how a use
 their own clusters, and :mod:`.server` for how their connections are joined.
 """
 
-from .auth import AuthenticationFailed, Authenticator, ChainAuthenticator, JWTAuthenticator
+from .auth import (
+    AuthenticationFailed,
+    Authenticator,
+    ChainAuthenticator,
+    Identity,
+    JWTAuthenticator,
+)
 from .cli import main
 from .forwarder import DASHBOARD_PORT, SCHEDULER_PORT, ReverseForwarder
 from .hostkeys import (
@@ -15,7 +21,7 @@ from .hostkeys import (
     public_key_text,
 )
 from .protocol import ANY_USERNAME, check_cluster_id
-from .registry import Registration, Registry, RegistryFull
+from .registry import ClaimRefused, Registration, Registry, RegistryFull
 from .server import Gateway, GatewayServer, serve
 from .tunnel import (
     Backoff,
@@ -37,9 +43,11 @@ __all__ = [
     "Authenticator",
     "Backoff",
     "ChainAuthenticator",
+    "ClaimRefused",
     "Gateway",
     "GatewayLink",
     "GatewayServer",
+    "Identity",
     "JWTAuthenticator",
     "LinkOptions",
     "Registration",

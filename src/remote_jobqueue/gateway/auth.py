@@ -3,10 +3,16 @@
 Each kind of token has its own authenticator (OIDC access tokens here, JupyterHub API tokens in
 :mod:`.hubauth`), combined by :class:`ChainAuthenticator`. Refusal reasons are sent back to the
 client and logged, so they never contain the secret.
+
+Clusters belong to an :class:`Identity`: the issuer and the subject, the only pair OIDC
+promises to be unique and stable. ``preferred_username`` is neither (and WLCG tokens often omit
+it), so it is only the name people read in logs and may type as the SSH user name.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..tokens import IssuerUnavailable, TokenError, TokenValidator
@@ -25,22 +31,46 @@ class AuthenticationFailed(Exception):
         self.temporary = temporary
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who owns clusters: ``(issuer, subject)`` is the key; ``name`` is for people.
+
+    ``expires_at`` (Unix time) is when this login stops being good: the token's ``exp``, or
+    for secrets the gateway cannot see the end of (Hub tokens) the next time it must ask again.
+    """
+
+    issuer: str
+    subject: str
+    name: str
+    expires_at: float
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.issuer, self.subject)
+
+    def remaining(self, now: float | None = None) -> float:
+        return self.expires_at - (time.time() if now is None else now)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 @runtime_checkable
 class Authenticator(Protocol):
     """Turns (SSH user name, password = bearer token) into the identity that owns clusters."""
 
-    async def authenticate(self, username: str, secret: str) -> str:
-        """Return the user identity, or raise :class:`AuthenticationFailed`."""
+    async def authenticate(self, username: str, secret: str) -> Identity:
+        """Return the user's identity, or raise :class:`AuthenticationFailed`."""
         ...
 
 
 class JWTAuthenticator:
     """Accepts OIDC access tokens of one issuer and audience (see :class:`TokenValidator`).
 
-    The identity is ``identity_claim`` (``preferred_username``, which is what JupyterHub's
-    GenericOAuthenticator names users by, so lab and bundle land in the same namespace), or
-    ``fallback_claim`` (``sub``) for issuers that do not send it. The SSH user name is checked by
-    the server, not here, so that every authenticator gets the same rule.
+    The identity is the token's ``iss`` and ``sub``; its name is ``identity_claim``
+    (``preferred_username``, what JupyterHub's GenericOAuthenticator names users by) or
+    ``fallback_claim`` (``sub``). The SSH user name is checked by the server, not here, so that
+    every authenticator gets the same rule.
     """
 
     def __init__(
@@ -53,7 +83,7 @@ class JWTAuthenticator:
         self.identity_claim = identity_claim
         self.fallback_claim = fallback_claim
 
-    async def authenticate(self, username: str, secret: str) -> str:
+    async def authenticate(self, username: str, secret: str) -> Identity:
         try:
             claims = await self.validator.avalidate(secret)
         except IssuerUnavailable as err:
@@ -63,9 +93,9 @@ class JWTAuthenticator:
         except TokenError as err:
             raise AuthenticationFailed(str(err)) from err
         for claim in (self.identity_claim, self.fallback_claim):
-            identity = claims.get(claim) if claim else None
-            if isinstance(identity, str) and identity:
-                return identity
+            name = claims.get(claim) if claim else None
+            if isinstance(name, str) and name:
+                return Identity(claims["iss"], claims["sub"], name, float(claims["exp"]))
         raise AuthenticationFailed(f"token has no {self.identity_claim!r} claim")
 
 
@@ -82,7 +112,7 @@ class ChainAuthenticator:
             raise ValueError("ChainAuthenticator needs at least one authenticator")
         self.authenticators = authenticators
 
-    async def authenticate(self, username: str, secret: str) -> str:
+    async def authenticate(self, username: str, secret: str) -> Identity:
         failures: list[AuthenticationFailed] = []
         for authenticator in self.authenticators:
             try:

@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         help="also accept JupyterHub API tokens, checked at this Hub API (…/hub/api)",
     )
     p.add_argument("--hub-token-ttl", type=float, default=60.0, help="cache Hub answers (s)")
+    p.add_argument(
+        "--hub-recheck",
+        type=float,
+        default=300.0,
+        help="a Hub-token login lasts this long unless renewed (s, default %(default)s)",
+    )
     p.add_argument("--print-host-key", action="store_true", help="print the public key and exit")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -46,7 +52,9 @@ async def _run(args: argparse.Namespace) -> None:
     if args.hub_api_url:
         from .hubauth import HubTokenAuthenticator
 
-        hub = HubTokenAuthenticator(args.hub_api_url, ttl=args.hub_token_ttl)
+        hub = HubTokenAuthenticator(
+            args.hub_api_url, args.issuer, ttl=args.hub_token_ttl, recheck=args.hub_recheck
+        )
         authenticator = ChainAuthenticator(authenticator, hub)
     host, port = parse_host_port(args.listen)
     gateway, _ = await serve(host, port, args.host_key, authenticator)

@@ -2,11 +2,19 @@
 
 A plain ``ssh`` client cannot send an IAM access token (OpenSSH truncates passwords at 1023
 characters); a JupyterHub API token is short. The Hub answers ``GET /hub/api/user`` with the
-token's owner; the owner's name is the identity, the same name the JWT's
-``preferred_username`` gives, so both kinds of login reach the same clusters.
+token's owner and scopes. Two rules make such a login as good as the user's own JWT, no more:
+
+- the token must hold :data:`GATEWAY_SCOPE` for its owner: a custom scope only the user's own
+  server and clients are given (see `remote_jobqueue.spawner.authhooks`), so a token a shared
+  server receives from a visitor, or any token made for something else, is refused;
+- the owner maps to the *same* identity as their JWTs, the issuer's subject: the Hub keeps it in
+  the user's ``auth_state`` (``oauth_user.sub``), which the token may read.
 
 Answers are cached by a hash of the token (never the token) for ``ttl`` seconds, so a tunnel
-reconnecting often does not hammer the Hub; a revoked token stays usable for at most ``ttl``.
+reconnecting often does not hammer the Hub; a revoked token stays usable for at most ``ttl``,
+and a connection made with it at most ``recheck`` seconds before it must prove itself again.
+Checks run on a small pool of their own, and beyond ``max_pending`` waiting checks new logins
+are turned away at once (temporary), so a flood of logins cannot hold the gateway's threads.
 """
 
 from __future__ import annotations
@@ -15,40 +23,67 @@ import asyncio
 import hashlib
 import json
 import re
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from .auth import AuthenticationFailed
+from .auth import AuthenticationFailed, Identity
+from .protocol import GATEWAY_SCOPE
+
+__all__ = ["GATEWAY_SCOPE", "HubTokenAuthenticator", "holds_gateway_scope"]
 
 #: JupyterHub API tokens: 32 hex (old) or prefixed url-safe tokens (4.x+); never a JWT.
 _HUB_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 
 
+def holds_gateway_scope(scopes: list[str], owner: str) -> bool:
+    """True if ``scopes`` (as the Hub expands them) grant :data:`GATEWAY_SCOPE` for ``owner``."""
+    return GATEWAY_SCOPE in scopes or f"{GATEWAY_SCOPE}!user={owner}" in scopes
+
+
 class HubTokenAuthenticator:
-    """Accepts JupyterHub API tokens of *users* (not services), checked against ``hub_api_url``."""
+    """Accepts JupyterHub API tokens of *users* (not services), checked against ``hub_api_url``.
+
+    ``issuer`` is the OIDC issuer the Hub logs users in with: with the subject from
+    ``auth_state``, the identity their JWTs have.
+    """
 
     def __init__(
         self,
         hub_api_url: str,
+        issuer: str,
         *,
         ttl: float = 60.0,
+        recheck: float = 300.0,
         timeout: float = 10.0,
         max_entries: int = 10_000,
+        threads: int = 4,
+        max_pending: int = 32,
     ) -> None:
-        self.url = hub_api_url.rstrip("/") + "/user"
+        self.api = hub_api_url.rstrip("/")
+        self.issuer = issuer
         self.ttl = ttl
+        self.recheck = recheck
         self.timeout = timeout
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[str, float]] = {}
+        self.max_pending = max_pending
+        self._cache: dict[str, tuple[tuple[str, str], float]] = {}
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hub-check")
+        self._pending = 0
+        self._lock = threading.Lock()
 
-    def _whoami(self, secret: str) -> str:
+    def _get(self, path: str, secret: str) -> dict[str, Any]:
         request = urllib.request.Request(
-            self.url, headers={"Authorization": f"token {secret}", "Accept": "application/json"}
+            self.api + path,
+            headers={"Authorization": f"token {secret}", "Accept": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                model = json.load(response)
+                return json.load(response)
         except urllib.error.HTTPError as err:
             err.close()
             if err.code in (401, 403):
@@ -60,20 +95,58 @@ class HubTokenAuthenticator:
             raise AuthenticationFailed(
                 f"cannot check the token with the Hub now: {err}", temporary=True
             ) from None
-        if model.get("kind", "user") != "user" or not isinstance(model.get("name"), str):
-            raise AuthenticationFailed("the token does not belong to a Hub user")
-        return model["name"]
 
-    async def authenticate(self, username: str, secret: str) -> str:
+    def _whoami(self, secret: str) -> tuple[str, str]:
+        """(name, subject) of the token's owner, or why not."""
+        model = self._get("/user", secret)
+        name = model.get("name")
+        if model.get("kind", "user") != "user" or not isinstance(name, str):
+            raise AuthenticationFailed("the token does not belong to a Hub user")
+        if not holds_gateway_scope(list(model.get("scopes") or []), name):
+            raise AuthenticationFailed(
+                f"the token lacks the scope {GATEWAY_SCOPE} (only {name}'s own server and "
+                "clients hold it)"
+            )
+        try:
+            user = self._get(f"/users/{urllib.parse.quote(name, safe='')}", secret)
+        except AuthenticationFailed as err:
+            if err.temporary:
+                raise
+            raise AuthenticationFailed(f"the token may not read {name}'s auth_state") from None
+        subject = ((user.get("auth_state") or {}).get("oauth_user") or {}).get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise AuthenticationFailed(
+                f"the Hub holds no subject for {name} (auth_state.oauth_user.sub): log in to "
+                "the Hub again"
+            )
+        return name, subject
+
+    async def _check(self, secret: str) -> tuple[str, str]:
+        with self._lock:
+            if self._pending >= self.max_pending:
+                raise AuthenticationFailed(
+                    "the gateway is busy checking Hub tokens: try again", temporary=True
+                )
+            self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, self._whoami, secret)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    async def authenticate(self, username: str, secret: str) -> Identity:
         if not _HUB_TOKEN_RE.match(secret):
             raise AuthenticationFailed("not a JupyterHub API token")
         key = hashlib.sha256(secret.encode()).hexdigest()
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached and cached[1] > now:
-            return cached[0]
-        identity = await asyncio.to_thread(self._whoami, secret)
-        if len(self._cache) >= self.max_entries:
-            self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
-        self._cache[key] = (identity, now + self.ttl)
-        return identity
+            owner = cached[0]
+        else:
+            owner = await self._check(secret)
+            if len(self._cache) >= self.max_entries:
+                self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+            self._cache[key] = (owner, now + self.ttl)
+        name, subject = owner
+        return Identity(self.issuer, subject, name, time.time() + self.recheck)

@@ -14,6 +14,9 @@ ANY_USERNAME = "token"
 AUTH_BANNER_PREFIX = "remote-jobqueue gateway: authentication failed"
 #: Marker in that banner for failures worth retrying with the *same* token (issuer down).
 AUTH_BANNER_TEMPORARY = "(temporary)"
+#: The JupyterHub custom scope a Hub API token needs (for its owner) to log in to the gateway:
+#: the user's own server and clients hold it, a token a shared server gets from a visitor not.
+GATEWAY_SCOPE = "custom:remote-jobqueue:gateway"
 #: Cluster ids are also SSH "listen hosts", which asyncssh lower-cases: accept only what survives.
 CLUSTER_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -36,3 +39,16 @@ def parse_host_port(address: str, default_port: int = 22) -> tuple[str, int]:
     if ":" in host:  # a bare IPv6 address
         return address, default_port
     return host, int(port)
+
+
+#: Control channels: ``direct-tcpip`` opens to these names reach the gateway itself, never a
+#: cluster (the ``@`` cannot be in a cluster id). Each takes one request line, answers one line.
+#: ``RENEW_HOST``: "<token>" → "ok <expiry unix time>" | "refused: <reason>"; the connection's
+#: login is extended to the new token's expiry if it names the same identity.
+RENEW_HOST = "@renew"
+#: ``CLAIM_HOST``: "<cluster id> <secret>" → "ok" | "refused: <reason>"; proves this
+#: connection is the bundle of that cluster (the first claim's secret is the one that counts),
+#: which registering a reverse forward of the cluster requires.
+CLAIM_HOST = "@claim"
+#: Longest request line accepted on a control channel (a JWT fits many times over).
+CONTROL_LINE_MAX = 16384

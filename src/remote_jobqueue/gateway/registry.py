@@ -1,18 +1,29 @@
-"""The gateway's reverse forwards: in-memory entries, keyed by the *authenticated* user.
+"""The gateway's reverse forwards: in-memory entries, keyed by the *authenticated* identity.
 
 A bundle's reverse forward of ``(cluster_id, logical_port)`` binds **no** socket: it is only an
 entry here, and a user's local forward to the same name is routed to the entry's connection.
-Because the key always starts with the identity proven by the bearer token, a user can neither
-reach nor shadow anybody else's cluster, whatever names they use.
+Because the key always starts with the identity proven by the bearer token (issuer, subject), a
+user can neither reach nor shadow anybody else's cluster, whatever names they use.
+
+Within one identity, a cluster belongs to whoever *claimed* it first with its secret (a random
+value only the cluster's bundle and client hold): a second connection of the same user (a
+token that leaked to a shared server, say) cannot replace a live bundle's forward.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass
 
 import asyncssh
+
+from .auth import Identity
+
+#: (issuer, subject): whose entries these are.
+Owner = tuple[str, str]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +49,7 @@ class ReverseForward(asyncssh.SSHListener):
     def __init__(
         self,
         registry: Registry,
-        user: str,
+        user: Identity,
         cluster_id: str,
         port: int,
         conn: asyncssh.SSHServerConnection,
@@ -54,8 +65,8 @@ class ReverseForward(asyncssh.SSHListener):
         self.since = time.time()
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        return (self.user, self.cluster_id, self.port)
+    def key(self) -> tuple[Owner, str, int]:
+        return (self.user.key, self.cluster_id, self.port)
 
     def get_port(self) -> int:
         return self.port
@@ -71,25 +82,57 @@ class RegistryFull(Exception):
     """A user holds ``max_per_user`` forwards already (each costs gateway memory)."""
 
 
-class Registry:
-    """Reverse forwards by (user, cluster id, logical port); the namespace *is* the user."""
+class ClaimRefused(Exception):
+    """The cluster is someone's already: another secret claimed it first."""
 
-    def __init__(self, max_per_user: int = 256) -> None:
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class Registry:
+    """Reverse forwards by (identity, cluster id, logical port); the namespace *is* the user.
+
+    Claims (the digest of each cluster's secret) are kept while the cluster has entries and
+    ``claim_ttl`` seconds after, so a bundle reconnecting after a network cut finds its claim.
+    """
+
+    def __init__(self, max_per_user: int = 256, claim_ttl: float = 3600.0) -> None:
         self.max_per_user = max_per_user
-        self._entries: dict[tuple[str, str, int], ReverseForward] = {}
+        self.claim_ttl = claim_ttl
+        self._entries: dict[tuple[Owner, str, int], ReverseForward] = {}
+        self._claims: dict[tuple[Owner, str], tuple[bytes, float]] = {}
+
+    def claim(self, user: Identity, cluster_id: str, secret: str) -> None:
+        """Accept ``secret`` as the proof of being cluster ``cluster_id``'s bundle, or raise
+        :class:`ClaimRefused` if another secret claimed it first."""
+        now = time.monotonic()
+        live = {(k[0], k[1]) for k in self._entries}
+        self._claims = {
+            k: v for k, v in self._claims.items() if k in live or now - v[1] < self.claim_ttl
+        }
+        key = (user.key, cluster_id)
+        known = self._claims.get(key)
+        if known is not None and not hmac.compare_digest(known[0], _digest(secret)):
+            raise ClaimRefused(f"cluster {cluster_id!r} of {user} is held by another bundle")
+        if known is None and sum(k[0] == user.key for k in self._claims) >= self.max_per_user:
+            raise RegistryFull(f"{user} already has {self.max_per_user} clusters")
+        self._claims[key] = (_digest(secret), now)
 
     def register(
         self,
-        user: str,
+        user: Identity,
         cluster_id: str,
         port: int,
         conn: asyncssh.SSHServerConnection,
         peer: str = "",
     ) -> ReverseForward:
-        """Add (or replace: a reconnecting bundle wins over its stale self) an entry."""
+        """Add (or replace: a reconnecting bundle wins over its stale self) an entry.
+
+        The caller has checked that ``conn`` claimed ``cluster_id`` (see :meth:`claim`)."""
         entry = ReverseForward(self, user, cluster_id, port, conn, peer)
         again = "re-" if entry.key in self._entries else ""
-        if not again and sum(k[0] == user for k in self._entries) >= self.max_per_user:
+        if not again and sum(k[0] == user.key for k in self._entries) >= self.max_per_user:
             raise RegistryFull(f"{user} already has {self.max_per_user} forwards")
         self._entries[entry.key] = entry
         log.info(
@@ -97,8 +140,8 @@ class Registry:
         )
         return entry
 
-    def lookup(self, user: str, cluster_id: str, port: int) -> ReverseForward | None:
-        return self._entries.get((user, cluster_id, port))
+    def lookup(self, user: Identity, cluster_id: str, port: int) -> ReverseForward | None:
+        return self._entries.get((user.key, cluster_id, port))
 
     def remove(self, entry: ReverseForward) -> None:
         """Drop ``entry`` if it is still current; a replaced entry's late close is a no-op."""
@@ -111,13 +154,13 @@ class Registry:
         for entry in [e for e in self._entries.values() if e.conn is conn]:
             self.remove(entry)
 
-    def list(self, user: str) -> list[Registration]:
+    def list(self, user: Identity) -> list[Registration]:
         """The user's own reverse forwards, sorted by cluster and port."""
         return sorted(
             (
                 Registration(e.cluster_id, e.port, e.peer, e.since)
                 for (owner, _, _), e in self._entries.items()
-                if owner == user
+                if owner == user.key
             ),
             key=lambda r: (r.cluster_id, r.port),
         )

@@ -5,24 +5,38 @@ reach the gateway. A bundle's reverse forward becomes an entry of the :class:`~.
 (no socket is bound), and a user's local forward to the same name is spliced in-process onto a
 channel opened back to the bundle's connection: only to the user's *own* clusters.
 
+A login lasts as long as its token: the connection is closed when the token expires, unless
+the client renews it in-band first (the ``@renew`` control channel) with a fresh token of the
+same identity. A bundle must claim its cluster with the cluster's secret (``@claim``) before
+it may register the cluster's ports.
+
 Everything else SSH can do (shells, exec, subsystems, agent / X11 / UNIX-socket forwarding,
 public-key or keyboard-interactive login) is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import asyncssh
 
-from .auth import AuthenticationFailed, Authenticator
+from .auth import AuthenticationFailed, Authenticator, Identity
 from .hostkeys import host_key_fingerprint, load_or_create_host_key
-from .protocol import ANY_USERNAME, AUTH_BANNER_PREFIX, AUTH_BANNER_TEMPORARY, CLUSTER_ID_RE
+from .protocol import (
+    ANY_USERNAME,
+    AUTH_BANNER_PREFIX,
+    AUTH_BANNER_TEMPORARY,
+    CLAIM_HOST,
+    CLUSTER_ID_RE,
+    CONTROL_LINE_MAX,
+    RENEW_HOST,
+)
 from .redaction import install_log_redaction, loggable_name
-from .registry import Registry, RegistryFull, ReverseForward
+from .registry import ClaimRefused, Registry, RegistryFull, ReverseForward
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +106,50 @@ class _Splice(asyncssh.SSHTCPSession[bytes]):
                 end.chan.close()
 
 
+# Control channels: one request line in, one answer line out ------------------------------------
+
+
+class _ControlSession(asyncssh.SSHTCPSession[bytes]):
+    """Reads one line (at most :data:`CONTROL_LINE_MAX` bytes), answers it with ``handler``."""
+
+    def __init__(self, handler: Callable[[str], Awaitable[str]]) -> None:
+        self.handler = handler
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.buffer = b""
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
+        self.chan = chan
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.task is not None:
+            return
+        self.buffer += data
+        if b"\n" in self.buffer:
+            line = self.buffer.split(b"\n", 1)[0].decode(errors="replace")
+            self.task = asyncio.ensure_future(self._answer(line))
+        elif len(self.buffer) > CONTROL_LINE_MAX:
+            self.task = asyncio.ensure_future(self._reply("refused: request too long"))
+
+    def eof_received(self) -> bool:
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._reply("refused: empty request"))
+        return True
+
+    async def _answer(self, line: str) -> None:
+        try:
+            answer = await self.handler(line)
+        except Exception as err:  # never the request itself: it may hold a secret
+            log.error("control request failed: %s", type(err).__name__)
+            answer = "refused: internal error"
+        await self._reply(answer)
+
+    async def _reply(self, answer: str) -> None:
+        if self.chan is not None and not self.chan.is_closing():
+            self.chan.write(answer.encode() + b"\n")
+            self.chan.close()
+
+
 # The SSH server ---------------------------------------------------------------------------------
 
 
@@ -103,9 +161,12 @@ class GatewayServer(asyncssh.SSHServer):
         self.registry = registry
         self.gateway = gateway
         self.conn: asyncssh.SSHServerConnection | None = None
-        self.user: str | None = None
+        self.user: Identity | None = None
         self.peer = "?"
         self.closed = False
+        #: Cluster ids this connection proved to be the bundle of (``@claim``).
+        self.claimed: set[str] = set()
+        self._expiry: asyncio.TimerHandle | None = None
 
     # connection lifecycle
 
@@ -117,6 +178,8 @@ class GatewayServer(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         self.gateway.sessions.discard(self)
         if self.conn is not None:
             self.registry.drop_connection(self.conn)
@@ -145,10 +208,10 @@ class GatewayServer(asyncssh.SSHServer):
     async def validate_password(self, username: str, password: str) -> bool:
         try:
             identity = await self.authenticator.authenticate(username, password)
-            if username not in (ANY_USERNAME, identity):
+            if username not in (ANY_USERNAME, identity.name):
                 raise AuthenticationFailed(
                     f"user name {loggable_name(username)!r} is not the token's identity; "
-                    f"use {identity!r} or {ANY_USERNAME!r}"
+                    f"use {identity.name!r} or {ANY_USERNAME!r}"
                 )
         except AuthenticationFailed as err:
             self._refuse(username, err.reason, err.temporary)
@@ -160,8 +223,71 @@ class GatewayServer(asyncssh.SSHServer):
             self._refuse(username, "internal error while checking the token", True)
             return False
         self.user = identity
-        log.info("%s authenticated from %s", identity, self.peer)
+        self._bound_by(identity)
+        log.info(
+            "%s (%s) authenticated from %s for %.0f s",
+            identity.name,
+            identity.subject,
+            self.peer,
+            identity.remaining(),
+        )
         return True
+
+    # the login's lifetime: its token's
+
+    def _bound_by(self, identity: Identity) -> None:
+        """Close the connection when ``identity``'s login ends, unless renewed before."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        delay = max(0.0, identity.remaining())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        log.warning(
+            "login of %s from %s expired (token not renewed): connection closed",
+            self.user,
+            self.peer,
+        )
+        if self.conn is not None:
+            self.conn.disconnect(
+                asyncssh.DISC_BY_APPLICATION, "your token expired: connect with a fresh one"
+            )
+
+    async def _renew(self, token: str) -> str:
+        """``@renew``: extend this login with a fresh token of the same identity."""
+        assert self.user is not None
+        try:
+            identity = await self.authenticator.authenticate(ANY_USERNAME, token.strip())
+        except AuthenticationFailed as err:
+            log.warning("renewal by %s from %s refused: %s", self.user, self.peer, err.reason)
+            return f"refused{' (temporary)' if err.temporary else ''}: {err.reason}"
+        if identity.key != self.user.key:
+            log.warning(
+                "renewal by %s from %s refused: the token is %s's", self.user, self.peer, identity
+            )
+            return f"refused: the token is {identity.name}'s, not {self.user.name}'s"
+        self.user = identity
+        self._bound_by(identity)
+        log.info(
+            "login of %s from %s renewed for %.0f s", identity, self.peer, identity.remaining()
+        )
+        return f"ok {identity.expires_at:.0f}"
+
+    async def _claim(self, line: str) -> str:
+        """``@claim``: "<cluster id> <secret>" proves this connection is the cluster's bundle."""
+        assert self.user is not None
+        cluster_id, _, secret = line.strip().partition(" ")
+        if not CLUSTER_ID_RE.match(cluster_id) or len(secret) < 16:
+            return "refused: want '<cluster id> <secret of at least 16 characters>'"
+        try:
+            self.registry.claim(self.user, cluster_id, secret)
+        except (ClaimRefused, RegistryFull) as err:
+            log.warning(
+                "claim of %s by %s from %s refused: %s", cluster_id, self.user, self.peer, err
+            )
+            return f"refused: {err}"
+        self.claimed.add(cluster_id)
+        return "ok"
 
     def _refuse(self, username: str, reason: str, temporary: bool) -> None:
         log.warning(
@@ -186,6 +312,15 @@ class GatewayServer(asyncssh.SSHServer):
                 listen_port,
             )
             return False
+        if listen_host not in self.claimed:
+            log.warning(
+                "%s from %s asked to register %s port %d without claiming it: refused",
+                self.user,
+                self.peer,
+                listen_host,
+                listen_port,
+            )
+            return False
         try:
             return self.registry.register(self.user, listen_host, listen_port, self.conn, self.peer)
         except RegistryFull as err:
@@ -196,6 +331,9 @@ class GatewayServer(asyncssh.SSHServer):
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
         """Route a user's local forward to *their own* cluster, or refuse it."""
+        if self.user is not None and dest_host in (RENEW_HOST, CLAIM_HOST):
+            handler = self._renew if dest_host == RENEW_HOST else self._claim
+            return _ControlSession(handler)  # type: ignore[return-value]
         cluster_id = dest_host.lower()
         entry = self.registry.lookup(self.user, cluster_id, dest_port) if self.user else None
         if entry is None:
@@ -270,8 +408,10 @@ class Gateway:
         return self.acceptor.get_port()
 
     def disconnect(self, user: str | None = None) -> int:
-        """Drop every connection (of ``user`` only, if given); returns how many."""
-        victims = [s for s in self.sessions if user is None or s.user == user]
+        """Drop every connection (of the user named ``user`` only, if given); how many."""
+        victims = [
+            s for s in self.sessions if user is None or (s.user is not None and s.user.name == user)
+        ]
         for session in victims:
             if session.conn is not None:
                 session.conn.abort()

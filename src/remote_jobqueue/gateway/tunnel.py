@@ -5,10 +5,13 @@ the gateway's host key, logs in with the bearer token (re-read on every connect,
 token is picked up), and reconnects with backoff when the connection drops. It tells failures
 apart, because the right reaction differs: an unreachable gateway is retried; a refused token is
 not retried until the token changes (hammering a gateway with a known-bad token helps nobody);
-a wrong host key is a possible attack and is never trusted.
+a wrong host key is a possible attack and is never trusted. The gateway ends a login when its
+token expires; the link renews it in-band (``@renew``) with the current token a little before.
 
 :class:`Tunnel` opens one local port per cluster service on 127.0.0.1 and forwards each accepted
-socket over whatever SSH connection is current, so the local ports survive reconnects.
+socket over whatever SSH connection is current, so the local ports survive reconnects. The
+ports take connections of our own uid only (see `remote_jobqueue.localpeer`): the tunnel logs
+in as us, and the loopback is shared with every user of the host.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import inspect
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
@@ -26,12 +30,14 @@ from typing import Self, TypedDict
 
 import asyncssh
 
+from ..localpeer import own_user_only
 from ..tokens import discover_bearer_token, redact
 from .hostkeys import HostKeySpec, load_host_keys
 from .protocol import (
     ANY_USERNAME,
     AUTH_BANNER_PREFIX,
     AUTH_BANNER_TEMPORARY,
+    RENEW_HOST,
     check_cluster_id,
     parse_host_port,
 )
@@ -220,6 +226,32 @@ async def splice(
         local_writer.close()
 
 
+async def control_request(conn: asyncssh.SSHClientConnection, host: str, line: str) -> str:
+    """One request on a gateway control channel (see `.protocol`); the answer line.
+
+    Raises :class:`TunnelAuthError` with the gateway's reason if the answer is a refusal.
+    """
+    try:
+        reader, writer = await conn.open_connection(host, 0)
+        writer.write(line.encode() + b"\n")
+        answer = (await reader.readline()).decode().strip()
+        writer.close()
+    except (asyncssh.Error, OSError) as err:
+        raise TunnelUnreachable(f"gateway control channel {host} failed: {err}") from None
+    if not answer.startswith("ok"):
+        reason = answer.removeprefix("refused").strip()
+        temporary = reason.startswith(AUTH_BANNER_TEMPORARY)
+        reason = reason.removeprefix(AUTH_BANNER_TEMPORARY).strip().removeprefix(":").strip()
+        raise TunnelAuthError(reason or "no answer", temporary=temporary)
+    return answer
+
+
+async def renew_login(conn: asyncssh.SSHClientConnection, token: str) -> float:
+    """Extend the connection's login with ``token``; returns its new end (Unix time)."""
+    answer = await control_request(conn, RENEW_HOST, token)
+    return float(answer.split()[1])
+
+
 # The self-healing link ------------------------------------------------------------------------
 
 
@@ -262,6 +294,8 @@ class GatewayLink:
     keepalive_count_max: int = 3
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    #: Renew the login this long (at most) before the gateway would end it.
+    renew_margin: float = 60.0
 
     def __post_init__(self) -> None:
         self.host_keys = load_host_keys(self.known_host_key)
@@ -275,6 +309,9 @@ class GatewayLink:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._rejected: tuple[str, TunnelAuthError] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        #: When the gateway ends the current login unless renewed (Unix time), once known.
+        self.login_expires: float | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.cluster_id} via {self.gateway} {self.state}>"
@@ -346,10 +383,44 @@ class GatewayLink:
         self._conn = conn
         self._rejected = None
         self.last_error = None
+        self.login_expires = None
+        if self._renewer is not None:
+            self._renewer.cancel()
+        self._renewer = asyncio.create_task(self._keep_login(conn), name=f"renew {self!r}")
         self.connect_count += 1
         self._set_state("connected")
         self.connected.set()
         log.info("%r: connected (token %s)", self, redact(token))
+
+    async def renew(self, token: str) -> float:
+        """Renew the current login with ``token`` (the gateway checks it as at login and that it
+        is the same identity's); returns the login's new end, or raises :class:`TunnelError`."""
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise TunnelUnreachable(f"{self!r} has no connection to renew")
+        self.login_expires = await renew_login(conn, token.strip())
+        return self.login_expires
+
+    async def _keep_login(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Renew the login with the current token ahead of its end, for as long as ``conn``
+        lives; the first renewal at once, which also tells us when the login ends."""
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        while not conn.is_closed():
+            await asyncio.sleep(delay)
+            try:
+                await self.renew(await self._read_token())
+                remaining = (self.login_expires or 0) - time.time()
+                delay = max(1.0, remaining - min(self.renew_margin, remaining / 5))
+            except TunnelError as err:
+                if conn.is_closed():
+                    return
+                remaining = (self.login_expires or loop.time()) - time.time()
+                delay = max(1.0, min(30.0, remaining / 4))
+                log.warning("%r: renewing the login failed (%s); again in %.0f s", self, err, delay)
+            except Exception:
+                log.exception("%r: renewing the login failed", self)
+                delay = 30.0
 
     async def start(self, timeout: float = 30.0) -> None:
         """Connect, retrying an unreachable gateway for up to ``timeout`` seconds, then keep the
@@ -422,10 +493,11 @@ class GatewayLink:
     async def close(self) -> None:
         """Stop reconnecting and close the connection."""
         self._closing = True
-        task, self._task = self._task, None
-        if task is not None:
+        tasks = [t for t in (self._task, self._renewer) if t is not None]
+        self._task = self._renewer = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -482,7 +554,8 @@ class Tunnel(GatewayLink):
         if self._task is not None or self._servers:
             raise RuntimeError(f"{self!r} already started")
         for port in self.services:
-            server = await asyncio.start_server(partial(self._handle, port), self.bind_host, 0)
+            handler = own_user_only(partial(self._handle, port), f"{self!r} port {port}")
+            server = await asyncio.start_server(handler, self.bind_host, 0)
             self._servers[port] = server
             self._local_ports[port] = server.sockets[0].getsockname()[1]
         try:

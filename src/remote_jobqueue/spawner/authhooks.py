@@ -12,12 +12,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..gateway.protocol import GATEWAY_SCOPE
 from ..tokens import TokenError, redact
 from .expiry import HUB_LEAD, lifetime_and_expiry, refresh_due
 from .vault import RefreshTokenVault
 
+#: The gateway's custom scope, for ``c.JupyterHub.custom_scopes``.
+CUSTOM_SCOPES = {
+    GATEWAY_SCOPE: {
+        "description": "Log in to the remote-jobqueue gateway as the user (their clusters).",
+    }
+}
 #: Users must hold what their server token asks for (`mixin.SERVER_SCOPES`).
-USER_ROLE = {"name": "user", "scopes": ["self", "admin:auth_state!user"]}
+USER_ROLE = {
+    "name": "user",
+    "scopes": ["self", "admin:auth_state!user", f"{GATEWAY_SCOPE}!user"],
+}
 
 
 class RefreshAhead:

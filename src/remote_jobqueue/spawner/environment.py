@@ -16,11 +16,9 @@ from typing import Any
 
 from .. import config
 from ..data import cache_environment
+from ..environ import looks_secret, without_secrets
 
-#: Names the spawner refuses to pass on, whatever the Hub's configuration says.
-SECRET_MARKERS = ("CLIENT_SECRET", "REFRESH_TOKEN", "CRYPT_KEY", "ACCESS_TOKEN", "BEARER_TOKEN=")
-#: Environment variables that may hold a token only by name (they name files).
-TOKEN_FILE_VARIABLES = ("BEARER_TOKEN_FILE", "_CONDOR_SCITOKENS_FILE")
+__all__ = ["ServerSettings", "looks_secret", "server_environment", "without_secrets"]
 
 
 @dataclass(frozen=True)
@@ -96,19 +94,3 @@ def server_environment(s: ServerSettings) -> dict[str, str]:
         **dask_environment(s),
         **xrootd_environment(s),
     }
-
-
-def looks_secret(name: str, value: str) -> bool:
-    """Would passing this variable hand the user a credential they must not hold?"""
-    if name in TOKEN_FILE_VARIABLES:
-        return False
-    upper = f"{name}=".upper()
-    if name.upper() == "BEARER_TOKEN" or any(m in upper for m in SECRET_MARKERS):
-        return True
-    return value.startswith("eyJ") and value.count(".") == 2  # a JWT under any name
-
-
-def without_secrets(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """``env`` minus credentials (JUPYTERHUB_API_TOKEN stays: the server needs it)."""
-    dropped = [k for k, v in env.items() if looks_secret(k, v)]
-    return {k: v for k, v in env.items() if k not in dropped}, dropped

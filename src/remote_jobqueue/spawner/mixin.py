@@ -16,12 +16,20 @@ from traitlets import Bool, Dict, Float, Int, List, TraitType, Unicode, Union, d
 from traitlets.config import LoggingConfigurable
 
 from .. import config
+from ..gateway.protocol import GATEWAY_SCOPE
 from .environment import ServerSettings, server_environment, without_secrets
 
 #: What the server token must be able to do: the default server scopes, plus reading the
 #: user's own auth_state (the refresher pulls fresh tokens with it).
 AUTH_STATE_SCOPE = "admin:auth_state!user"
-SERVER_SCOPES = ("users:activity!user", "access:servers!server", AUTH_STATE_SCOPE)
+#: The server's clusters log in to the gateway with the server's token (see `gateway.hubauth`).
+GATEWAY_LOGIN_SCOPE = f"{GATEWAY_SCOPE}!user"
+SERVER_SCOPES = (
+    "users:activity!user",
+    "access:servers!server",
+    AUTH_STATE_SCOPE,
+    GATEWAY_LOGIN_SCOPE,
+)
 
 
 #: The traits that are `remote-jobqueue` Dask settings of the user's server, by schema key.
