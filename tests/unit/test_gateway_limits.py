@@ -9,10 +9,34 @@ is not a failed guess. Addresses are forgotten once they have nothing counted.
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from remote_jobqueue.gateway import AddressLimits
+import asyncssh
+import pytest
+import pytest_asyncio
+
+from remote_jobqueue.gateway import (
+    AddressLimits,
+    AuthenticationFailed,
+    Gateway,
+    TunnelAuthError,
+    connect_gateway,
+    load_host_keys,
+    load_or_create_host_key,
+    main,
+    public_key_text,
+    serve,
+)
+from remote_jobqueue.gateway.cli import _limits, _parser
 from remote_jobqueue.gateway.limits import peer_address
+
+from ..waiting import async_wait_until
+
+pytestmark = pytest.mark.timeout(30)
 
 ADDR = "10.0.0.5"
 
@@ -145,3 +169,143 @@ def test_invalid_limits_are_refused() -> None:
 )
 def test_the_address_is_the_host_without_the_port(peername: object, address: str) -> None:
     assert peer_address(peername) == address
+
+
+# The options --------------------------------------------------------------------------------------
+
+
+def test_cli_options_set_the_limits() -> None:
+    args = _parser().parse_args(
+        ["--host-key", "k", "--max-preauth-per-address", "3", "--max-failed-logins", "2"]
+    )
+    limits = _limits(args)
+    assert (limits.max_preauth, limits.max_failures) == (3, 2)
+    defaults = _limits(_parser().parse_args(["--host-key", "k"]))
+    assert (defaults.max_preauth, defaults.max_failures) == (8, 5)
+
+
+def test_cli_refuses_a_limit_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--host-key", "k", "--max-failed-logins", "0"])
+    assert "must be at least 1, not 0" in capsys.readouterr().err
+
+
+# A real gateway ---------------------------------------------------------------------------------
+
+
+class Authenticator:
+    """``good`` is alice's token; ``down`` fails as if the issuer were unreachable."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def authenticate(self, username: str, secret: str) -> str:
+        self.seen.append(secret)
+        if secret == "good":
+            return "alice"
+        if secret == "down":
+            raise AuthenticationFailed("issuer unreachable", temporary=True)
+        raise AuthenticationFailed("unknown token")
+
+
+@dataclass
+class Env:
+    gateway: Gateway
+    authenticator: Authenticator
+    clock: FakeClock
+    host_keys: list[asyncssh.SSHKey]
+
+    async def login(self, token: str) -> None:
+        conn = await connect_gateway(f"127.0.0.1:{self.gateway.port}", self.host_keys, token)
+        conn.close()
+        await conn.wait_closed()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    key_path = tmp_path / "host_key"
+    keys = load_host_keys(public_key_text(load_or_create_host_key(key_path)))
+    authenticator, clock = Authenticator(), FakeClock()
+    gateway, _ = await serve(
+        "127.0.0.1", 0, key_path, authenticator, limits=AddressLimits(clock=clock)
+    )
+    async with gateway:
+        yield Env(gateway, authenticator, clock, keys)
+
+
+async def _raw_connection(
+    port: int, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """A TCP connection that never starts the SSH handshake; what the gateway first sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        first = await asyncio.wait_for(reader.readline(), 5)
+    except ConnectionError:
+        first = b""
+    return reader, writer, first
+
+
+async def test_ninth_pending_connection_of_an_address_is_closed(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="remote_jobqueue.gateway.server")
+    port = env.gateway.port
+    pending = [await _raw_connection(port) for _ in range(8)]
+    try:
+        assert all(first.startswith(b"SSH-2.0-") for _, _, first in pending)
+        _, ninth, first = await _raw_connection(port)
+        assert first == b""  # closed without even the server's version line
+        ninth.close()
+        assert "too many unauthenticated connections from 127.0.0.1: refused" in [
+            r.getMessage() for r in caplog.records
+        ]
+        # another address is not affected (127.0.0.2 is loopback too)
+        _, other, first = await _raw_connection(port, source="127.0.0.2")
+        assert first.startswith(b"SSH-2.0-")
+        other.close()
+        # a pending connection that goes away gives its slot back
+        pending.pop()[1].close()
+        await async_wait_until(
+            lambda: env.gateway.limits.pending("127.0.0.1") == 7, 10, "slot given back"
+        )
+        _, writer, first = await _raw_connection(port)
+        assert first.startswith(b"SSH-2.0-")
+        pending.append((_, writer, first))
+    finally:
+        for _, writer, _ in pending:
+            writer.close()
+    await async_wait_until(lambda: env.gateway.limits.tracked() == 0, 10, "all slots back")
+
+
+async def test_logged_in_connections_do_not_count_as_pending(env: Env) -> None:
+    keys, address = env.host_keys, f"127.0.0.1:{env.gateway.port}"
+    conns = [await connect_gateway(address, keys, "good") for _ in range(10)]
+    try:
+        assert env.gateway.limits.pending("127.0.0.1") == 0
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+async def test_after_five_bad_tokens_a_good_one_is_refused_unchecked(env: Env) -> None:
+    for _ in range(5):
+        with pytest.raises(TunnelAuthError) as bad:
+            await env.login("guess")
+        assert bad.value.reason == "unknown token"
+    env.clock.now += 20
+    with pytest.raises(TunnelAuthError) as refused:
+        await env.login("good")
+    assert refused.value.reason == "too many failed logins from 127.0.0.1: try again in 40 s"
+    assert refused.value.temporary  # the client retries the same token later
+    assert env.authenticator.seen == ["guess"] * 5  # the good token was never looked at
+    env.clock.now += 40
+    await env.login("good")
+
+
+async def test_an_issuer_outage_is_not_counted_as_failed_logins(env: Env) -> None:
+    for _ in range(6):
+        with pytest.raises(TunnelAuthError) as down:
+            await env.login("down")
+        assert down.value.temporary
+    await env.login("good")
+    assert env.gateway.limits.failures("127.0.0.1") == 0
