@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
+import logging
 import os
+import stat
 import tempfile
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Required, TypedDict, Unpack
 
 import jwt
+
+log = logging.getLogger(__name__)
 
 #: The WLCG profile's "any resource" audience. Not accepted implicitly: list it if you mean it.
 WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
@@ -72,11 +78,60 @@ class TokenRequestError(TokenError):
 # Discovery ------------------------------------------------------------------------------------
 
 
-def _read_token_file(path: str | os.PathLike[str]) -> str | None:
+class TokenFileIgnored(UserWarning):
+    """A token file was found but not trusted (owner, mode, type): discovery went on past it."""
+
+
+def _ignored(path: str | os.PathLike[str], why: str) -> None:
+    message = f"ignoring token file {path}: {why}"
+    log.warning("%s", message)
+    warnings.warn(message, TokenFileIgnored, stacklevel=4)  # discover_bearer_token's caller
+
+
+def _untrusted(st: os.stat_result, uid: int) -> str | None:
+    """Why a token file with status ``st`` must not be used by ``uid``, or None if it may be.
+
+    Only ``uid`` itself or root may own it (as sshd wants of ``authorized_keys``), and nobody else
+    may be able to write it: otherwise another user could have planted their token for ours.
+    """
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid not in (uid, 0):
+        expected = "0" if uid == 0 else f"{uid} (or root)"
+        return f"owned by uid {st.st_uid}, not {expected}"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {mode:#o})"
+    return None
+
+
+def _read_token_file(
+    path: str | os.PathLike[str], uid: int, *, follow_symlinks: bool = True
+) -> str | None:
+    """The token in ``path`` if the file is there, readable and trustworthy for ``uid``.
+
+    The checks are made on the opened file (``fstat``), so swapping the file between the check
+    and the read cannot fool them; ``O_NONBLOCK`` keeps a planted FIFO from hanging us.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        token = Path(path).read_text().strip()
+        fd = os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
         return None
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow_symlinks:
+            _ignored(path, "a symbolic link")
+            return None
+        raise
+    with open(fd, "rb") as f:
+        if why := _untrusted(os.fstat(fd), uid):
+            _ignored(path, why)
+            return None
+        try:
+            token = f.read().decode().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            _ignored(path, f"unreadable ({type(err).__name__})")
+            return None
     return token or None
 
 
@@ -91,19 +146,25 @@ def discover_bearer_token(
     ``BEARER_TOKEN``, ``BEARER_TOKEN_FILE``, ``$XDG_RUNTIME_DIR/bt_u<euid>``, ``/tmp/bt_u<euid>``.
     A step that is unset, empty or names a missing file falls through to the next, so a stale
     variable does not hide a good token further down.
+
+    A token file that someone else could have put there is skipped too, with a
+    :class:`TokenFileIgnored` warning (and a log line) saying why: one owned by neither ``uid``
+    nor root, one writable by group or others, one that is no regular file, and at the two
+    well-known paths (in ``/tmp``, anyone can create one) a symbolic link. ``BEARER_TOKEN_FILE``
+    may be a link: the user chose it (Kubernetes mounts secrets as links).
     """
     uid = os.geteuid() if uid is None else uid
     token = environ.get("BEARER_TOKEN", "").strip()
     if token:
         return token
-    candidates: list[str | os.PathLike[str]] = []
+    candidates: list[tuple[str | os.PathLike[str], bool]] = []
     if environ.get("BEARER_TOKEN_FILE"):
-        candidates.append(environ["BEARER_TOKEN_FILE"])
+        candidates.append((environ["BEARER_TOKEN_FILE"], True))
     if environ.get("XDG_RUNTIME_DIR"):
-        candidates.append(Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}")
-    candidates.append(Path(tmp_dir) / f"bt_u{uid}")
-    for path in candidates:
-        found = _read_token_file(path)
+        candidates.append((Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}", False))
+    candidates.append((Path(tmp_dir) / f"bt_u{uid}", False))
+    for path, follow_symlinks in candidates:
+        found = _read_token_file(path, uid, follow_symlinks=follow_symlinks)
         if found:
             return found
     return None

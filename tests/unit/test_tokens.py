@@ -165,6 +165,107 @@ def test_discovery_strips_whitespace(token: str, before: str, after: str) -> Non
         assert tokens.discover_bearer_token(env, uid=UID, tmp_dir=tmp) == token
 
 
+# Discovery trusts only files that no one else could have put there ----------------------------
+
+
+def _discover(env: dict[str, str], tmp: Path, uid: int = UID) -> str | None:
+    return tokens.discover_bearer_token(env, uid=uid, tmp_dir=tmp / "tmp")
+
+
+def _someone_elses(path: Path, text: str) -> int:
+    """Write ``path`` owned by a uid that is neither UID nor root; returns that uid."""
+    path.write_text(text)
+    if os.geteuid() == 0:
+        os.chown(path, 1002, 1002)
+    return path.stat().st_uid
+
+
+def test_a_token_file_of_another_user_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = _sources(tmp_path)
+    del env["BEARER_TOKEN"]
+    owner = _someone_elses(tmp_path / "file", "planted")
+    with pytest.warns(tokens.TokenFileIgnored) as warned:
+        assert _discover(env, tmp_path) == "from-xdg"  # the next candidate
+    why = f"ignoring token file {tmp_path / 'file'}: owned by uid {owner}, not {UID} (or root)"
+    assert [str(w.message) for w in warned] == [why]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [why]
+
+
+def test_for_root_only_a_root_owned_token_file_counts(tmp_path: Path) -> None:
+    path = tmp_path / "tok"
+    owner = _someone_elses(path, "planted")
+    with pytest.warns(tokens.TokenFileIgnored, match=f"owned by uid {owner}, not 0$"):
+        assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path, uid=0) is None
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602], ids=oct)
+def test_a_token_file_writable_by_group_or_others_is_ignored(tmp_path: Path, mode: int) -> None:
+    env = _sources(tmp_path)
+    del env["BEARER_TOKEN"], env["BEARER_TOKEN_FILE"]
+    xdg = tmp_path / "run" / f"bt_u{UID}"
+    xdg.chmod(mode)
+    why = f"ignoring token file {xdg}: writable by group or others (mode {mode:#o})"
+    with pytest.warns(tokens.TokenFileIgnored) as warned:
+        assert _discover(env, tmp_path) == "from-tmp"
+    assert [str(w.message) for w in warned] == [why]
+
+
+def test_a_private_or_merely_readable_token_file_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "tok"
+    for mode in (0o600, 0o400, 0o644):
+        path.write_text("good")
+        path.chmod(mode)
+        assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path) == "good"
+
+
+def test_bearer_token_in_the_environment_is_not_checked(tmp_path: Path) -> None:
+    env = _sources(tmp_path)
+    (tmp_path / "file").chmod(0o666)
+    assert _discover(env, tmp_path) == "from-env"
+
+
+def test_a_link_at_a_well_known_path_is_ignored_but_bearer_token_file_may_be_one(
+    tmp_path: Path,
+) -> None:
+    env = _sources(tmp_path)
+    del env["BEARER_TOKEN"], env["BEARER_TOKEN_FILE"]
+    xdg = tmp_path / "run" / f"bt_u{UID}"
+    xdg.unlink()
+    xdg.symlink_to(tmp_path / "file")  # a file of ours, which a planted link would leak
+    with pytest.warns(tokens.TokenFileIgnored, match=f"{xdg}: a symbolic link$"):
+        assert _discover(env, tmp_path) == "from-tmp"
+    env = {"BEARER_TOKEN_FILE": str(xdg)}  # chosen by the user: e.g. a mounted secret
+    assert _discover(env, tmp_path / "nowhere") == "from-file"
+
+
+@pytest.mark.timeout(10)  # opening a FIFO for reading waits for a writer
+def test_a_fifo_is_ignored_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.warns(tokens.TokenFileIgnored, match="not a regular file"):
+        assert _discover({"BEARER_TOKEN_FILE": str(fifo)}, tmp_path) is None
+
+
+def test_the_checked_file_is_the_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file swapped in after any check by path, just before the open, is still caught."""
+    path, planted = tmp_path / "tok", tmp_path / "planted"
+    path.write_text("good")
+    planted.write_text("evil")
+    planted.chmod(0o666)
+    real_open = os.open
+
+    def swap_then_open(target: Any, flags: int, *args: Any) -> int:
+        if Path(target) == path:
+            os.replace(planted, path)
+        return real_open(target, flags, *args)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.warns(tokens.TokenFileIgnored, match="writable by group or others"):
+        assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path) is None
+
+
 # Storage --------------------------------------------------------------------------------------
 
 
