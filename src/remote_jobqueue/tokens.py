@@ -18,11 +18,12 @@ import os
 import stat
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Required, TypedDict, Unpack
 
@@ -267,8 +268,11 @@ def fetch_discovery(issuer: str, *, timeout: float = 10.0) -> dict[str, Any]:
 class TokenValidator:
     """Validate access tokens of one issuer for one resource (audience).
 
-    Discovery and the JWKS are fetched lazily and cached (``PyJWKClient`` refetches on an
-    unknown ``kid``, so key rotation works), which keeps construction free of network I/O.
+    Discovery and the JWKS are fetched lazily, which keeps construction free of network I/O,
+    and the keys are kept: the JWKS is fetched again once it is ``jwks_lifespan`` seconds old,
+    and for a token naming a ``kid`` the keys lack (the issuer may have rotated its key) at most
+    once per ``refetch_interval`` seconds; other unknown kids are refused without asking the
+    issuer, so made-up kids cannot turn each login into a request to it.
     """
 
     def __init__(
@@ -280,6 +284,8 @@ class TokenValidator:
         leeway: float = 10.0,
         timeout: float = 10.0,
         jwks_lifespan: float = 300.0,
+        refetch_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.audience = [audience] if isinstance(audience, str) else list(audience)
@@ -287,20 +293,47 @@ class TokenValidator:
         self.leeway = leeway
         self.timeout = timeout
         self.jwks_lifespan = jwks_lifespan
-        self._jwks: jwt.PyJWKClient | None = None
+        self.refetch_interval = refetch_interval
+        self.clock = clock
+        self._jwks_uri: str | None = None
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._loaded_at: float | None = None  # last JWKS that arrived
+        self._fetched_at: float | None = None  # last attempt, good or not
         self._lock = threading.Lock()
 
-    def _jwks_client(self) -> jwt.PyJWKClient:
+    def _fetch_keys(self, now: float) -> None:
+        """Replace the keys with the issuer's current JWKS (the caller holds the lock)."""
+        self._fetched_at = now
+        if self._jwks_uri is None:
+            self._jwks_uri = fetch_discovery(self.issuer, timeout=self.timeout)["jwks_uri"]
+        doc = _get_json(self._jwks_uri, self.timeout)
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise IssuerUnavailable(f"{self._jwks_uri} is not a JWK set")
+        try:
+            published = jwt.PyJWKSet.from_dict(doc).keys
+        except jwt.PyJWKSetError:  # no key usable here: as good as none
+            published = []
+        self._keys = {
+            k.key_id: k for k in published if k.key_id and k.public_key_use in ("sig", None)
+        }
+        self._loaded_at = now
+
+    def _key(self, kid: str) -> jwt.PyJWK:
+        now = self.clock()
+        loaded, key = self._loaded_at, self._keys.get(kid)
+        if key is not None and loaded is not None and now - loaded < self.jwks_lifespan:
+            return key  # the usual case: no lock, no I/O
         with self._lock:
-            if self._jwks is None:
-                doc = fetch_discovery(self.issuer, timeout=self.timeout)
-                self._jwks = jwt.PyJWKClient(
-                    doc["jwks_uri"],
-                    cache_keys=True,
-                    lifespan=self.jwks_lifespan,
-                    timeout=self.timeout,
-                )
-            return self._jwks
+            now = self.clock()
+            if self._loaded_at is None or now - self._loaded_at >= self.jwks_lifespan:
+                self._fetch_keys(now)
+            elif kid not in self._keys:
+                assert self._fetched_at is not None
+                if now - self._fetched_at >= self.refetch_interval:
+                    self._fetch_keys(now)
+            if (key := self._keys.get(kid)) is None:
+                raise BadSignature(f"no key with kid {kid!r} published by {self.issuer}")
+            return key
 
     def _signing_key(self, token: str) -> jwt.PyJWK:
         try:
@@ -310,14 +343,9 @@ class TokenValidator:
         if header.get("alg") not in self.algorithms:
             raise InvalidToken(f"algorithm {header.get('alg')!r} not allowed")
         kid = header.get("kid")
-        if not kid:
+        if not kid or not isinstance(kid, str):
             raise InvalidToken("token header has no kid")
-        try:
-            return self._jwks_client().get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError as err:
-            raise IssuerUnavailable(f"cannot fetch the JWKS of {self.issuer}: {err}") from err
-        except jwt.PyJWKClientError as err:
-            raise BadSignature(f"no key with kid {kid!r} published by {self.issuer}") from err
+        return self._key(kid)
 
     def validate(self, token: str) -> dict[str, Any]:
         """Return the claims of a token good for us, or raise a :class:`TokenError` subclass."""
