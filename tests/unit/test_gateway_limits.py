@@ -24,6 +24,7 @@ from remote_jobqueue.gateway import (
     AuthenticationFailed,
     Gateway,
     TunnelAuthError,
+    TunnelUnreachable,
     connect_gateway,
     load_host_keys,
     load_or_create_host_key,
@@ -259,6 +260,10 @@ async def test_ninth_pending_connection_of_an_address_is_closed(
         assert "too many unauthenticated connections from 127.0.0.1: refused" in [
             r.getMessage() for r in caplog.records
         ]
+        # to our clients that is an unreachable gateway, which they retry with backoff
+        with pytest.raises(TunnelUnreachable):
+            await env.login("good")
+        assert env.authenticator.seen == []
         # another address is not affected (127.0.0.2 is loopback too)
         _, other, first = await _raw_connection(port, source="127.0.0.2")
         assert first.startswith(b"SSH-2.0-")
