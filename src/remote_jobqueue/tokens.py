@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
+import logging
 import os
+import stat
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Required, TypedDict, Unpack
 
 import jwt
+
+log = logging.getLogger(__name__)
 
 #: The WLCG profile's "any resource" audience. Not accepted implicitly: list it if you mean it.
 WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
@@ -72,11 +79,60 @@ class TokenRequestError(TokenError):
 # Discovery ------------------------------------------------------------------------------------
 
 
-def _read_token_file(path: str | os.PathLike[str]) -> str | None:
+class TokenFileIgnored(UserWarning):
+    """A token file was found but not trusted (owner, mode, type): discovery went on past it."""
+
+
+def _ignored(path: str | os.PathLike[str], why: str) -> None:
+    message = f"ignoring token file {path}: {why}"
+    log.warning("%s", message)
+    warnings.warn(message, TokenFileIgnored, stacklevel=4)  # discover_bearer_token's caller
+
+
+def _untrusted(st: os.stat_result, uid: int) -> str | None:
+    """Why a token file with status ``st`` must not be used by ``uid``, or None if it may be.
+
+    Only ``uid`` itself or root may own it (as sshd wants of ``authorized_keys``), and nobody else
+    may be able to write it: otherwise another user could have planted their token for ours.
+    """
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_uid not in (uid, 0):
+        expected = "0" if uid == 0 else f"{uid} (or root)"
+        return f"owned by uid {st.st_uid}, not {expected}"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {mode:#o})"
+    return None
+
+
+def _read_token_file(
+    path: str | os.PathLike[str], uid: int, *, follow_symlinks: bool = True
+) -> str | None:
+    """The token in ``path`` if the file is there, readable and trustworthy for ``uid``.
+
+    The checks are made on the opened file (``fstat``), so swapping the file between the check
+    and the read cannot fool them; ``O_NONBLOCK`` keeps a planted FIFO from hanging us.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        token = Path(path).read_text().strip()
+        fd = os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
         return None
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow_symlinks:
+            _ignored(path, "a symbolic link")
+            return None
+        raise
+    with open(fd, "rb") as f:
+        if why := _untrusted(os.fstat(fd), uid):
+            _ignored(path, why)
+            return None
+        try:
+            token = f.read().decode().strip()
+        except (OSError, UnicodeDecodeError) as err:
+            _ignored(path, f"unreadable ({type(err).__name__})")
+            return None
     return token or None
 
 
@@ -91,19 +147,25 @@ def discover_bearer_token(
     ``BEARER_TOKEN``, ``BEARER_TOKEN_FILE``, ``$XDG_RUNTIME_DIR/bt_u<euid>``, ``/tmp/bt_u<euid>``.
     A step that is unset, empty or names a missing file falls through to the next, so a stale
     variable does not hide a good token further down.
+
+    A token file that someone else could have put there is skipped too, with a
+    :class:`TokenFileIgnored` warning (and a log line) saying why: one owned by neither ``uid``
+    nor root, one writable by group or others, one that is no regular file, and at the two
+    well-known paths (in ``/tmp``, anyone can create one) a symbolic link. ``BEARER_TOKEN_FILE``
+    may be a link: the user chose it (Kubernetes mounts secrets as links).
     """
     uid = os.geteuid() if uid is None else uid
     token = environ.get("BEARER_TOKEN", "").strip()
     if token:
         return token
-    candidates: list[str | os.PathLike[str]] = []
+    candidates: list[tuple[str | os.PathLike[str], bool]] = []
     if environ.get("BEARER_TOKEN_FILE"):
-        candidates.append(environ["BEARER_TOKEN_FILE"])
+        candidates.append((environ["BEARER_TOKEN_FILE"], True))
     if environ.get("XDG_RUNTIME_DIR"):
-        candidates.append(Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}")
-    candidates.append(Path(tmp_dir) / f"bt_u{uid}")
-    for path in candidates:
-        found = _read_token_file(path)
+        candidates.append((Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}", False))
+    candidates.append((Path(tmp_dir) / f"bt_u{uid}", False))
+    for path, follow_symlinks in candidates:
+        found = _read_token_file(path, uid, follow_symlinks=follow_symlinks)
         if found:
             return found
     return None
@@ -206,8 +268,11 @@ def fetch_discovery(issuer: str, *, timeout: float = 10.0) -> dict[str, Any]:
 class TokenValidator:
     """Validate access tokens of one issuer for one resource (audience).
 
-    Discovery and the JWKS are fetched lazily and cached (``PyJWKClient`` refetches on an
-    unknown ``kid``, so key rotation works), which keeps construction free of network I/O.
+    Discovery and the JWKS are fetched lazily, which keeps construction free of network I/O,
+    and the keys are kept: the JWKS is fetched again once it is ``jwks_lifespan`` seconds old,
+    and for a token naming a ``kid`` the keys lack (the issuer may have rotated its key) at most
+    once per ``refetch_interval`` seconds; other unknown kids are refused without asking the
+    issuer, so made-up kids cannot turn each login into a request to it.
     """
 
     def __init__(
@@ -219,6 +284,8 @@ class TokenValidator:
         leeway: float = 10.0,
         timeout: float = 10.0,
         jwks_lifespan: float = 300.0,
+        refetch_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.audience = [audience] if isinstance(audience, str) else list(audience)
@@ -226,20 +293,47 @@ class TokenValidator:
         self.leeway = leeway
         self.timeout = timeout
         self.jwks_lifespan = jwks_lifespan
-        self._jwks: jwt.PyJWKClient | None = None
+        self.refetch_interval = refetch_interval
+        self.clock = clock
+        self._jwks_uri: str | None = None
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._loaded_at: float | None = None  # last JWKS that arrived
+        self._fetched_at: float | None = None  # last attempt, good or not
         self._lock = threading.Lock()
 
-    def _jwks_client(self) -> jwt.PyJWKClient:
+    def _fetch_keys(self, now: float) -> None:
+        """Replace the keys with the issuer's current JWKS (the caller holds the lock)."""
+        self._fetched_at = now
+        if self._jwks_uri is None:
+            self._jwks_uri = fetch_discovery(self.issuer, timeout=self.timeout)["jwks_uri"]
+        doc = _get_json(self._jwks_uri, self.timeout)
+        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+            raise IssuerUnavailable(f"{self._jwks_uri} is not a JWK set")
+        try:
+            published = jwt.PyJWKSet.from_dict(doc).keys
+        except jwt.PyJWKSetError:  # no key usable here: as good as none
+            published = []
+        self._keys = {
+            k.key_id: k for k in published if k.key_id and k.public_key_use in ("sig", None)
+        }
+        self._loaded_at = now
+
+    def _key(self, kid: str) -> jwt.PyJWK:
+        now = self.clock()
+        loaded, key = self._loaded_at, self._keys.get(kid)
+        if key is not None and loaded is not None and now - loaded < self.jwks_lifespan:
+            return key  # the usual case: no lock, no I/O
         with self._lock:
-            if self._jwks is None:
-                doc = fetch_discovery(self.issuer, timeout=self.timeout)
-                self._jwks = jwt.PyJWKClient(
-                    doc["jwks_uri"],
-                    cache_keys=True,
-                    lifespan=self.jwks_lifespan,
-                    timeout=self.timeout,
-                )
-            return self._jwks
+            now = self.clock()
+            if self._loaded_at is None or now - self._loaded_at >= self.jwks_lifespan:
+                self._fetch_keys(now)
+            elif kid not in self._keys:
+                assert self._fetched_at is not None
+                if now - self._fetched_at >= self.refetch_interval:
+                    self._fetch_keys(now)
+            if (key := self._keys.get(kid)) is None:
+                raise BadSignature(f"no key with kid {kid!r} published by {self.issuer}")
+            return key
 
     def _signing_key(self, token: str) -> jwt.PyJWK:
         try:
@@ -249,14 +343,9 @@ class TokenValidator:
         if header.get("alg") not in self.algorithms:
             raise InvalidToken(f"algorithm {header.get('alg')!r} not allowed")
         kid = header.get("kid")
-        if not kid:
+        if not kid or not isinstance(kid, str):
             raise InvalidToken("token header has no kid")
-        try:
-            return self._jwks_client().get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError as err:
-            raise IssuerUnavailable(f"cannot fetch the JWKS of {self.issuer}: {err}") from err
-        except jwt.PyJWKClientError as err:
-            raise BadSignature(f"no key with kid {kid!r} published by {self.issuer}") from err
+        return self._key(kid)
 
     def validate(self, token: str) -> dict[str, Any]:
         """Return the claims of a token good for us, or raise a :class:`TokenError` subclass."""

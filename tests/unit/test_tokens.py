@@ -33,6 +33,8 @@ class FakeIssuer:
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "test-key-1"
+        self.rotated: dict[str, rsa.RSAPrivateKey] = {}  # published besides ``key``
+        self.jwks_requests = 0
         self.last_auth: str | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -55,8 +57,9 @@ class FakeIssuer:
                 if self.path == "/.well-known/openid-configuration":
                     self._json(200, {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"})
                 elif self.path == "/jwks":
-                    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(issuer.key.public_key()))
-                    self._json(200, {"keys": [{**jwk, "kid": issuer.kid, "alg": "RS256"}]})
+                    issuer.jwks_requests += 1
+                    keys = {issuer.kid: issuer.key, **issuer.rotated}
+                    self._json(200, {"keys": [_jwk(kid, key) for kid, key in keys.items()]})
                 else:
                     self._json(404, {})
 
@@ -70,7 +73,9 @@ class FakeIssuer:
 
         return Handler
 
-    def token(self, key: rsa.RSAPrivateKey | None = None, **overrides: Any) -> str:
+    def token(
+        self, key: rsa.RSAPrivateKey | None = None, kid: str | None = None, **overrides: Any
+    ) -> str:
         now = int(time.time())
         claims = {
             "iss": self.url,
@@ -84,7 +89,13 @@ class FakeIssuer:
         }
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
-        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": self.kid})
+        headers = {"kid": kid or self.kid}
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers=headers)
+
+
+def _jwk(kid: str, key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return {**jwk, "kid": kid, "alg": "RS256"}
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +174,107 @@ def test_discovery_strips_whitespace(token: str, before: str, after: str) -> Non
         path.write_text(padded)
         env = {"BEARER_TOKEN_FILE": str(path)}
         assert tokens.discover_bearer_token(env, uid=UID, tmp_dir=tmp) == token
+
+
+# Discovery trusts only files that no one else could have put there ----------------------------
+
+
+def _discover(env: dict[str, str], tmp: Path, uid: int = UID) -> str | None:
+    return tokens.discover_bearer_token(env, uid=uid, tmp_dir=tmp / "tmp")
+
+
+def _someone_elses(path: Path, text: str) -> int:
+    """Write ``path`` owned by a uid that is neither UID nor root; returns that uid."""
+    path.write_text(text)
+    if os.geteuid() == 0:
+        os.chown(path, 1002, 1002)
+    return path.stat().st_uid
+
+
+def test_a_token_file_of_another_user_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    env = _sources(tmp_path)
+    del env["BEARER_TOKEN"]
+    owner = _someone_elses(tmp_path / "file", "planted")
+    with pytest.warns(tokens.TokenFileIgnored) as warned:
+        assert _discover(env, tmp_path) == "from-xdg"  # the next candidate
+    why = f"ignoring token file {tmp_path / 'file'}: owned by uid {owner}, not {UID} (or root)"
+    assert [str(w.message) for w in warned] == [why]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [why]
+
+
+def test_for_root_only_a_root_owned_token_file_counts(tmp_path: Path) -> None:
+    path = tmp_path / "tok"
+    owner = _someone_elses(path, "planted")
+    with pytest.warns(tokens.TokenFileIgnored, match=f"owned by uid {owner}, not 0$"):
+        assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path, uid=0) is None
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602], ids=oct)
+def test_a_token_file_writable_by_group_or_others_is_ignored(tmp_path: Path, mode: int) -> None:
+    env = _sources(tmp_path)
+    del env["BEARER_TOKEN"], env["BEARER_TOKEN_FILE"]
+    xdg = tmp_path / "run" / f"bt_u{UID}"
+    xdg.chmod(mode)
+    why = f"ignoring token file {xdg}: writable by group or others (mode {mode:#o})"
+    with pytest.warns(tokens.TokenFileIgnored) as warned:
+        assert _discover(env, tmp_path) == "from-tmp"
+    assert [str(w.message) for w in warned] == [why]
+
+
+def test_a_private_or_merely_readable_token_file_is_used(tmp_path: Path) -> None:
+    path = tmp_path / "tok"
+    for mode in (0o600, 0o400, 0o644):
+        path.write_text("good")
+        path.chmod(mode)
+        assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path) == "good"
+
+
+def test_bearer_token_in_the_environment_is_not_checked(tmp_path: Path) -> None:
+    env = _sources(tmp_path)
+    (tmp_path / "file").chmod(0o666)
+    assert _discover(env, tmp_path) == "from-env"
+
+
+def test_a_link_at_a_well_known_path_is_ignored_but_bearer_token_file_may_be_one(
+    tmp_path: Path,
+) -> None:
+    env = _sources(tmp_path)
+    del env["BEARER_TOKEN"], env["BEARER_TOKEN_FILE"]
+    xdg = tmp_path / "run" / f"bt_u{UID}"
+    xdg.unlink()
+    xdg.symlink_to(tmp_path / "file")  # a file of ours, which a planted link would leak
+    with pytest.warns(tokens.TokenFileIgnored, match=f"{xdg}: a symbolic link$"):
+        assert _discover(env, tmp_path) == "from-tmp"
+    env = {"BEARER_TOKEN_FILE": str(xdg)}  # chosen by the user: e.g. a mounted secret
+    assert _discover(env, tmp_path / "nowhere") == "from-file"
+
+
+@pytest.mark.timeout(10)  # opening a FIFO for reading waits for a writer
+def test_a_fifo_is_ignored_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    with pytest.warns(tokens.TokenFileIgnored, match="not a regular file"):
+        assert _discover({"BEARER_TOKEN_FILE": str(fifo)}, tmp_path) is None
+
+
+def test_the_checked_file_is_the_one_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file swapped in after any check by path, just before the open, is still caught."""
+    path, planted = tmp_path / "tok", tmp_path / "planted"
+    path.write_text("good")
+    planted.write_text("evil")
+    planted.chmod(0o666)
+    real_open = os.open
+
+    def swap_then_open(target: Any, flags: int, *args: Any) -> int:
+        if Path(target) == path:
+            os.replace(planted, path)
+        return real_open(target, flags, *args)
+
+    monkeypatch.setattr(os, "open", swap_then_open)
+    with pytest.warns(tokens.TokenFileIgnored, match="writable by group or others"):
+        assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path) is None
 
 
 # Storage --------------------------------------------------------------------------------------
@@ -294,6 +406,74 @@ def test_unknown_kid(fake_issuer: FakeIssuer, validator: tokens.TokenValidator) 
     claims = {"iss": fake_issuer.url, "sub": "x", "aud": AUD, "iat": now, "exp": now + 60}
     token = jwt.encode(claims, fake_issuer.key, algorithm="RS256", headers={"kid": "other"})
     _rejects(validator, token, tokens.BadSignature, "no key with kid 'other'")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def own_issuer() -> Iterator[FakeIssuer]:
+    """An issuer for one test, which may rotate its keys and counts the JWKS requests."""
+    issuer = FakeIssuer()
+    yield issuer
+    issuer.server.shutdown()
+    issuer.server.server_close()
+
+
+def test_made_up_kids_cause_at_most_one_refetch_per_interval(own_issuer: FakeIssuer) -> None:
+    clock = FakeClock()
+    validator = tokens.TokenValidator(own_issuer.url, AUD, clock=clock)
+    assert validator.refetch_interval == 30.0
+    validator.validate(own_issuer.token())
+    assert own_issuer.jwks_requests == 1
+    clock.now += 31  # past the refetch interval, well within the keys' lifespan
+    for _ in range(20):
+        kid = os.urandom(8).hex()
+        _rejects(
+            validator,
+            own_issuer.token(kid=kid),
+            tokens.BadSignature,
+            f"no key with kid '{kid}' published by {own_issuer.url}",
+        )
+        clock.now += 1
+    assert own_issuer.jwks_requests == 2  # the first made-up kid asked again, no other did
+    validator.validate(own_issuer.token())  # the known key needs no request either
+    assert own_issuer.jwks_requests == 2
+
+
+def test_a_rotated_key_is_picked_up_after_the_interval(own_issuer: FakeIssuer) -> None:
+    clock = FakeClock()
+    validator = tokens.TokenValidator(own_issuer.url, AUD, clock=clock)
+    validator.validate(own_issuer.token())
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    own_issuer.rotated["test-key-2"] = new_key
+    rotated = own_issuer.token(key=new_key, kid="test-key-2")
+    clock.now += 10  # the keys were fetched 10 s ago: not asked again yet
+    _rejects(validator, rotated, tokens.BadSignature, "no key with kid 'test-key-2'")
+    assert own_issuer.jwks_requests == 1
+    clock.now += 20
+    assert validator.validate(rotated)["sub"] == "a01cd6a6-alice"
+    assert own_issuer.jwks_requests == 2
+    validator.validate(own_issuer.token())  # the old key is still published, still known
+    assert own_issuer.jwks_requests == 2
+
+
+def test_keys_are_fetched_again_once_their_lifespan_is_over(own_issuer: FakeIssuer) -> None:
+    clock = FakeClock()
+    validator = tokens.TokenValidator(own_issuer.url, AUD, jwks_lifespan=300, clock=clock)
+    validator.validate(own_issuer.token())
+    clock.now += 299
+    validator.validate(own_issuer.token())
+    assert own_issuer.jwks_requests == 1
+    own_issuer.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # same kid
+    clock.now += 1
+    validator.validate(own_issuer.token())  # the new key under the old kid: only after a fetch
+    assert own_issuer.jwks_requests == 2
 
 
 def test_wrong_audience(fake_issuer: FakeIssuer, validator: tokens.TokenValidator) -> None:

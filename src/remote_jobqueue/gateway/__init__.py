@@ -20,6 +20,7 @@ from .hostkeys import (
     load_or_create_host_key,
     public_key_text,
 )
+from .limits import AddressLimits
 from .protocol import ANY_USERNAME, check_cluster_id
 from .registry import ClaimRefused, Registration, Registry, RegistryFull
 from .server import Gateway, GatewayServer, serve
@@ -39,6 +40,7 @@ __all__ = [
     "ANY_USERNAME",
     "DASHBOARD_PORT",
     "SCHEDULER_PORT",
+    "AddressLimits",
     "AuthenticationFailed",
     "Authenticator",
     "Backoff",

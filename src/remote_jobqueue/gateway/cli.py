@@ -14,10 +14,18 @@ from collections.abc import Sequence
 from ..tokens import TokenValidator
 from .auth import Authenticator, ChainAuthenticator, JWTAuthenticator
 from .hostkeys import load_or_create_host_key, public_key_text
+from .limits import AddressLimits
 from .protocol import parse_host_port
 from .server import serve
 
 log = logging.getLogger(__name__)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,9 +49,28 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         help="a Hub-token login lasts this long unless renewed (s, default %(default)s)",
     )
+    p.add_argument(
+        "--max-preauth-per-address",
+        type=_at_least_one,
+        default=AddressLimits.max_preauth,
+        help="unauthenticated connections one client address may hold (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-failed-logins",
+        type=_at_least_one,
+        default=AddressLimits.max_failures,
+        help="refused logins per client address and minute before its logins are refused "
+        "unchecked (default %(default)s)",
+    )
     p.add_argument("--print-host-key", action="store_true", help="print the public key and exit")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _limits(args: argparse.Namespace) -> AddressLimits:
+    return AddressLimits(
+        max_preauth=args.max_preauth_per_address, max_failures=args.max_failed_logins
+    )
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -57,7 +84,7 @@ async def _run(args: argparse.Namespace) -> None:
         )
         authenticator = ChainAuthenticator(authenticator, hub)
     host, port = parse_host_port(args.listen)
-    gateway, _ = await serve(host, port, args.host_key, authenticator)
+    gateway, _ = await serve(host, port, args.host_key, authenticator, limits=_limits(args))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

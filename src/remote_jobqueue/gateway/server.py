@@ -26,6 +26,7 @@ import asyncssh
 
 from .auth import AuthenticationFailed, Authenticator, Identity
 from .hostkeys import host_key_fingerprint, load_or_create_host_key
+from .limits import AddressLimits, peer_address
 from .protocol import (
     ANY_USERNAME,
     AUTH_BANNER_PREFIX,
@@ -163,6 +164,8 @@ class GatewayServer(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.user: Identity | None = None
         self.peer = "?"
+        self.address = "?"  # the peer's host: what limits count by
+        self.admitted = False
         self.closed = False
         #: Cluster ids this connection proved to be the bundle of (``@claim``).
         self.claimed: set[str] = set()
@@ -174,6 +177,12 @@ class GatewayServer(asyncssh.SSHServer):
         self.conn = conn
         peer = conn.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.address = peer_address(peer)
+        if not self.gateway.limits.admit(self.address):
+            log.warning("too many unauthenticated connections from %s: refused", self.address)
+            conn.abort()
+            return
+        self.admitted = True
         self.gateway.sessions.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -181,6 +190,8 @@ class GatewayServer(asyncssh.SSHServer):
         if self._expiry is not None:
             self._expiry.cancel()
         self.gateway.sessions.discard(self)
+        if self.admitted:
+            self.gateway.limits.closed(self.address, authenticated=self.user is not None)
         if self.conn is not None:
             self.registry.drop_connection(self.conn)
         if self.user is not None:
@@ -206,6 +217,9 @@ class GatewayServer(asyncssh.SSHServer):
         return False
 
     async def validate_password(self, username: str, password: str) -> bool:
+        if (reason := self.gateway.limits.check_attempt(self.address)) is not None:
+            self._refuse(username, reason, True)  # the token is not even looked at
+            return False
         try:
             identity = await self.authenticator.authenticate(username, password)
             if username not in (ANY_USERNAME, identity.name):
@@ -214,6 +228,8 @@ class GatewayServer(asyncssh.SSHServer):
                     f"use {identity.name!r} or {ANY_USERNAME!r}"
                 )
         except AuthenticationFailed as err:
+            if not err.temporary:  # an issuer outage is no guess
+                self.gateway.limits.failed(self.address)
             self._refuse(username, err.reason, err.temporary)
             return False
         except Exception as err:  # a broken authenticator must not leak the secret or crash
@@ -222,6 +238,8 @@ class GatewayServer(asyncssh.SSHServer):
             )
             self._refuse(username, "internal error while checking the token", True)
             return False
+        if self.admitted:
+            self.gateway.limits.authenticated(self.address)
         self.user = identity
         self._bound_by(identity)
         log.info(
@@ -397,8 +415,9 @@ class GatewayServer(asyncssh.SSHServer):
 class Gateway:
     """A running gateway: the listening socket, its registry and its live connections."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, limits: AddressLimits | None = None) -> None:
         self.registry = registry
+        self.limits = AddressLimits() if limits is None else limits
         self.acceptor: asyncssh.SSHAcceptor | None = None
         self.sessions: set[GatewayServer] = set()
 
@@ -460,6 +479,7 @@ async def serve(
     authenticator: Authenticator,
     *,
     registry: Registry | None = None,
+    limits: AddressLimits | None = None,
     login_timeout: float = 30.0,
     keepalive_interval: float = 30.0,
     keepalive_count_max: int = 3,
@@ -467,11 +487,12 @@ async def serve(
     """Start the gateway on ``host:port`` (0 picks a port: see ``Gateway.port``).
 
     Keepalives make the gateway notice bundles whose NAT silently dropped them, so their
-    registrations go away instead of black-holing users.
+    registrations go away instead of black-holing users. ``limits`` bounds pending and failed
+    logins per client address (:class:`~.limits.AddressLimits`' defaults if not given).
     """
     install_log_redaction()
     registry = Registry() if registry is None else registry
-    gateway = Gateway(registry)
+    gateway = Gateway(registry, limits)
     host_key = load_or_create_host_key(host_key_path)
     gateway.acceptor = await asyncssh.listen(
         host,
