@@ -97,7 +97,7 @@ def hub_config(
         "default_site": "random",
     }
     return textwrap.dedent(f"""\
-        from remote_jobqueue.spawner.authhooks import RefreshAhead, USER_ROLE
+        from remote_jobqueue.spawner.authhooks import CUSTOM_SCOPES, RefreshAhead, USER_ROLE
         from remote_jobqueue.spawner.vault import RefreshTokenVault
 
         c = get_config()  # noqa: F821
@@ -140,13 +140,14 @@ def hub_config(
         for key, value in {settings!r}.items():
             setattr(c.LocalProcessRemoteSpawner, key, value)
 
+        c.JupyterHub.custom_scopes = CUSTOM_SCOPES
         c.JupyterHub.services = [{{"name": "{SERVICE}", "api_token": {service_token!r}}}]
         c.JupyterHub.load_roles = [
             USER_ROLE,
             {{
                 "name": "{SERVICE}",
                 "scopes": ["admin:users", "admin:servers", "admin:server_state",
-                           "admin:auth_state"],
+                           "admin:auth_state", "tokens"],
                 "services": ["{SERVICE}"],
             }},
         ]

@@ -104,20 +104,33 @@ def test_without_a_resident_worker_every_worker_is_its_own_job(facility, alice):
         assert roles == ["scheduler", "worker"]
 
 
+@pytest.mark.security
 def test_the_dashboard_answers_through_the_tunnel_and_the_site_is_closed(facility, alice):
+    def _dashboard_sockets(dask_scheduler) -> list[tuple[str, int, int]]:
+        """(family, mode of the socket file, mode of its directory) of each dashboard socket."""
+        import os
+        import socket
+
+        found = []
+        for sock in dask_scheduler.http_server._sockets.values():
+            if sock.family != socket.AF_UNIX:
+                found.append((sock.family.name, 0, 0))
+                continue
+            path = sock.getsockname()
+            mode = os.stat(path).st_mode & 0o777
+            found.append(("AF_UNIX", mode, os.stat(os.path.dirname(path)).st_mode & 0o777))
+        return found
+
     with RemoteHTCondorCluster(site="T2_A", quiet=True) as cluster:
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as response:
             assert response.status == 200
         assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         with Client(cluster) as client:
             real = client.scheduler_info()["address"]  # the scheduler's own, at the site
-            dashboard_hosts = client.run_on_scheduler(
-                lambda dask_scheduler: sorted(
-                    {s.getsockname()[0] for s in dask_scheduler.http_server._sockets.values()}
-                )
-            )
+            dashboard = client.run_on_scheduler(_dashboard_sockets)
         assert real.startswith("tls://"), "scheduler and workers talk TLS at the site"
-        assert dashboard_hosts == ["127.0.0.1"], "the dashboard (plain HTTP) is on loopback only"
+        # Plain HTTP, so no TCP port other jobs on the node could open: a private UNIX socket.
+        assert dashboard == [("AF_UNIX", 0o600, 0o700)]
         host, port = real.removeprefix("tls://").rsplit(":", 1)
         assert host == facility.site("T2_A").address
         with pytest.raises(OSError):
@@ -162,6 +175,7 @@ async def _gateway_refusal(facility, token: str, cluster_id: str) -> asyncssh.Ch
         conn.close()
 
 
+@pytest.mark.security
 def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
     import asyncio
 
@@ -364,6 +378,7 @@ def test_a_token_renewed_at_the_client_reaches_the_running_bundle(facility, alic
         assert fresh not in bundle_log, "a token never appears in a log line"
 
 
+@pytest.mark.security
 def test_at_the_site_only_the_clusters_own_certificate_reaches_the_scheduler(facility, alice):
     import asyncio
 
@@ -421,6 +436,7 @@ def _remove_as(facility, user: str, cluster: int) -> None:
     )
 
 
+@pytest.mark.security
 def test_another_users_decoy_jobs_neither_count_as_workers_nor_stall_close(facility, alice):
     schedd = sched.locate(facility.collector, facility.schedd_name)
     cluster = RemoteHTCondorCluster(

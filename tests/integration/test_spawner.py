@@ -32,6 +32,7 @@ import requests
 from remote_jobqueue.facility import issuer
 from remote_jobqueue.facility.processes import wait_for_port
 from remote_jobqueue.gateway import (
+    ReverseForwarder,
     TunnelAuthError,
     connect_gateway,
     load_host_keys,
@@ -49,6 +50,7 @@ from .hub import (
     leftover_pids,
     process_environment,
 )
+from .secrets_seen import remember
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -298,6 +300,7 @@ def hub_gateway(facility, hub, tmp_path_factory):
         proc.wait(10)
 
 
+@pytest.mark.security
 async def test_gateway_takes_a_hub_api_token_as_its_user(hub_gateway, alice, bob):
     address, keys = hub_gateway
     alice_hub_token = alice["env"]["JUPYTERHUB_API_TOKEN"]
@@ -313,3 +316,52 @@ async def test_gateway_takes_a_hub_api_token_as_its_user(hub_gateway, alice, bob
     token = Path(alice["env"]["BEARER_TOKEN_FILE"]).read_text()
     conn = await connect_gateway(address, keys, token, username="alice")
     conn.close()
+
+
+async def test_a_hub_login_and_a_jwt_login_of_a_user_are_one_identity(hub_gateway, alice):
+    """The bundle registers with the user's JWT, the notebook may come with its Hub token: both
+    are the issuer's subject, so the cluster is reachable either way."""
+    import asyncio
+
+    address, keys = hub_gateway
+    jwt = Path(alice["env"]["BEARER_TOKEN_FILE"]).read_text().strip()
+
+    async def greet(reader, writer):
+        writer.write(b"alice's scheduler\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with (
+        server,
+        ReverseForwarder(
+            address,
+            keys,
+            lambda: jwt,
+            "rjq-one-identity",
+            {8786: ("127.0.0.1", port)},
+            secrets.token_urlsafe(24),
+        ),
+    ):
+        conn = await connect_gateway(address, keys, alice["env"]["JUPYTERHUB_API_TOKEN"])
+        try:
+            reader, _ = await conn.open_connection("rjq-one-identity", 8786)
+            assert await reader.readline() == b"alice's scheduler\n"
+        finally:
+            conn.close()
+
+
+@pytest.mark.security
+async def test_a_hub_token_without_the_gateway_scope_is_refused(hub_gateway, hub):
+    """A token alice made for something else (or one a shared server got from a visitor)
+    names alice, but does not hold the gateway's custom scope."""
+    address, keys = hub_gateway
+    made = hub.call(
+        "POST", "/users/alice/tokens", json={"scopes": ["read:users!user"], "note": "other"}
+    )
+    made.raise_for_status()
+    token = made.json()["token"]
+    remember(token)
+    with pytest.raises(TunnelAuthError, match="lacks the scope custom:remote-jobqueue:gateway"):
+        await connect_gateway(address, keys, token)

@@ -248,6 +248,7 @@ async def _raw_connection(
     return reader, writer, first
 
 
+@pytest.mark.security
 async def test_ninth_pending_connection_of_an_address_is_closed(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -294,6 +295,7 @@ async def test_logged_in_connections_do_not_count_as_pending(env: Env) -> None:
             conn.close()
 
 
+@pytest.mark.security
 async def test_after_five_bad_tokens_a_good_one_is_refused_unchecked(env: Env) -> None:
     for _ in range(5):
         with pytest.raises(TunnelAuthError) as bad:

@@ -191,6 +191,7 @@ def _someone_elses(path: Path, text: str) -> int:
     return path.stat().st_uid
 
 
+@pytest.mark.security
 def test_a_token_file_of_another_user_is_ignored_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -211,6 +212,7 @@ def test_for_root_only_a_root_owned_token_file_counts(tmp_path: Path) -> None:
         assert _discover({"BEARER_TOKEN_FILE": str(path)}, tmp_path, uid=0) is None
 
 
+@pytest.mark.security
 @pytest.mark.parametrize("mode", [0o666, 0o620, 0o602], ids=oct)
 def test_a_token_file_writable_by_group_or_others_is_ignored(tmp_path: Path, mode: int) -> None:
     env = _sources(tmp_path)
@@ -237,6 +239,7 @@ def test_bearer_token_in_the_environment_is_not_checked(tmp_path: Path) -> None:
     assert _discover(env, tmp_path) == "from-env"
 
 
+@pytest.mark.security
 def test_a_link_at_a_well_known_path_is_ignored_but_bearer_token_file_may_be_one(
     tmp_path: Path,
 ) -> None:
@@ -425,6 +428,7 @@ def own_issuer() -> Iterator[FakeIssuer]:
     issuer.server.server_close()
 
 
+@pytest.mark.security
 def test_made_up_kids_cause_at_most_one_refetch_per_interval(own_issuer: FakeIssuer) -> None:
     clock = FakeClock()
     validator = tokens.TokenValidator(own_issuer.url, AUD, clock=clock)

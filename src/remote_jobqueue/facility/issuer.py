@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import posixpath
 import secrets
 import signal
@@ -66,6 +67,11 @@ ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068: keeps ID tokens from being used as acce
 
 def issuer_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "issuer"
+
+
+def issued_tokens_path(state_dir: Path) -> Path:
+    """Where the development issuer lists every token it issued (see `Issuer._record`)."""
+    return issuer_dir(state_dir) / "issued-tokens"
 
 
 def _load_json(path: Path) -> Any:
@@ -218,6 +224,14 @@ class Issuer:
             _load_json(self.refresh_path) if self.refresh_path.exists() else {}
         )
         self.codes: dict[str, dict[str, Any]] = {}
+        #: Every token issued, one per line (0600): what the test suite greps logs, job ads
+        #: and process arguments for. A development issuer's convenience; no real one does it.
+        self.issued_path = issued_tokens_path(state_dir)
+
+    def _record(self, *issued: str | None) -> None:
+        fd = os.open(self.issued_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.writelines(f"{token}\n" for token in issued if token)
 
     def discovery(self) -> dict[str, Any]:
         return {
@@ -391,6 +405,9 @@ class Issuer:
             if nonce:
                 id_claims["nonce"] = nonce
             response["id_token"] = self._sign(id_claims, "JWT")
+        self._record(
+            response["access_token"], response.get("refresh_token"), response.get("id_token")
+        )
         return response
 
     def _new_refresh_token(

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import condor, gateway_service, network, processes, rootfs
+from . import condor, gateway_service, network, processes, rootfs, scitokens
 from .config import FacilityConfig
 
 
@@ -251,7 +251,9 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
     dask_dir = udir / "dask"
     dask_dir.mkdir(parents=True, exist_ok=True)
     (dask_dir / "remote-jobqueue.yaml").write_text(yaml.safe_dump(client_dask_config(cfg, user)))
-    token = issuer.password_grant(cfg, user, audience=gateway_service.GATEWAY_AUDIENCE)
+    # One token for both places a cluster logs in: the gateway, and (SciTokens) the schedd.
+    audience = [gateway_service.GATEWAY_AUDIENCE, scitokens.POOL_AUDIENCE]
+    token = issuer.password_grant(cfg, user, audience=audience)
     write_token_file(udir / "bearer-token", token["access_token"])
     plugin_dir = write_proxy_plugin_conf(cfg.state_dir / "xrootd" / "client-plugins")
     return {

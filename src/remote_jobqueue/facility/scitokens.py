@@ -143,8 +143,14 @@ def mapfile(issuer_url: str, subjects: dict[str, str], uid_domain: str) -> str:
     )
 
 
+#: The audience the pool's schedd takes SciTokens for (besides the WLCG "any" audience).
+POOL_AUDIENCE = "remote-jobqueue-pool"
+
+
 def schedd_config(cfg: FacilityConfig) -> str:
     """Settings for the hub's daemons: accept SCITOKENS besides FS and IDTOKENS."""
+    from ..tokens import WLCG_ANY_AUDIENCE
+
     d = ssl_dir(cfg)
     return f"""\
 # SciTokens from the facility issuer ({cfg.issuer_url}), validated offline.
@@ -155,6 +161,7 @@ AUTH_SSL_CLIENT_CAFILE = {ca_file(cfg)}
 CERTIFICATE_MAPFILE = {mapfile_path(cfg)}
 CERTIFICATE_MAPFILE_ASSUME_HASH_KEYS = true
 SEC_SCITOKENS_CACHE = {key_cache_dir(cfg)}
+SCITOKENS_SERVER_AUDIENCE = {POOL_AUDIENCE} {WLCG_ANY_AUDIENCE}
 """
 
 
