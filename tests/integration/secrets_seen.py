@@ -19,18 +19,24 @@ from remote_jobqueue.facility.config import FacilityConfig
 _REMEMBERED: set[str] = set()
 #: The client side's log (every logger, DEBUG), written by the session's handler.
 CLIENT_LOG = Path("/tmp/remote-jobqueue-test-client.log")
-#: Anything that looks like a JWT: none should be in a log line or a job ad, ours or not.
+#: Anything that looks like a JWT or a private key: none should be in a log line or a job ad,
+#: ours or not.
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")
+KEY_MARK = "PRIVATE KEY-----"
 
 
 def remember(*secrets: str | None) -> None:
-    _REMEMBERED.update(s.strip() for s in secrets if s and len(s.strip()) >= 16)
+    _REMEMBERED.update(s.strip() for s in secrets if s and len(s.strip()) >= 12)
 
 
 def suite_secrets(cfg: FacilityConfig) -> set[str]:
+    """Every token the issuer issued, the users' passwords and client secrets, and what tests
+    remembered."""
     path = issuer.issued_tokens_path(cfg.state_dir)
-    issued = set(path.read_text().split()) if path.exists() else set()
-    return issued | _REMEMBERED
+    found = set(path.read_text().split()) if path.exists() else set()
+    found |= {issuer.user_password(cfg, user) for user in cfg.users}
+    found |= {secret for secret in (issuer.client_secret(cfg),) if secret}
+    return {s for s in found | _REMEMBERED if len(s) >= 12}
 
 
 def leaks(texts: Iterable[tuple[str, str]], secrets: set[str]) -> Iterator[str]:
@@ -38,6 +44,8 @@ def leaks(texts: Iterable[tuple[str, str]], secrets: set[str]) -> Iterator[str]:
     for where, text in texts:
         for found in JWT_RE.findall(text):
             yield f"{where}: a JWT ({found[:12]}…)"
+        if KEY_MARK in text:
+            yield f"{where}: a private key"
         for secret in secrets:
             if secret in text:
                 yield f"{where}: a secret of the suite ({secret[:6]}…)"
