@@ -160,6 +160,7 @@ class RemoteHTCondorCluster(Cluster):
         self.scheduler_job: SchedulerJob | None = None
         self._local_dashboard: str | None = None
         self._bundle_token: str | None = None  # the bearer token the bundle holds
+        self._refused_token: str | None = None  # the last one it would not take
         #: The bundle's latest report of its worker jobs (with each heartbeat, no schedd query).
         self.job_report: dict[str, Any] | None = None
         super().__init__(
@@ -301,7 +302,12 @@ class RemoteHTCondorCluster(Cluster):
         self.progress.update("checking the site")
         bearer = self._bearer_token()
         self._bundle_token = bearer
-        await check_fits(self.site, self.worker_spec, self.bundle_spec().scheduler_resources())
+        # The tunnel claims the cluster's name at the gateway before the job (and so the name)
+        # shows in the queue; both checks run at once.
+        await asyncio.gather(
+            check_fits(self.site, self.worker_spec, self.bundle_spec().scheduler_resources()),
+            self._start_tunnel(),
+        )
         inputs = self._write_inputs(bearer)
         desc = {**self.scheduler_job_description(), "initialdir": str(inputs)}
         self.scheduler_job = SchedulerJob(self.site, desc, self.cluster_id)
@@ -314,24 +320,29 @@ class RemoteHTCondorCluster(Cluster):
         self._log(f"submitted scheduler job {self.job_id} to {self.site.name}")
         deadline = time.monotonic() + self.start_timeout
         await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
-        return await self._open_tunnel(deadline)
+        return await self._reach_scheduler(deadline)
 
-    async def _open_tunnel(self, deadline: float) -> str:
+    async def _start_tunnel(self) -> None:
         from .gateway.tunnel import Tunnel
 
-        assert self.scheduler_job is not None
-        self.progress.update("connecting through the gateway", self.gateway)
+        self.progress.update("connecting to the gateway", self.gateway)
         self._tunnel = Tunnel(
             gateway=self.gateway,
             known_host_key=self.gateway_host_key,
             token_source=self._bearer_token,
             cluster_id=self.cluster_id,
             services=(SCHEDULER_PORT, DASHBOARD_PORT),
+            claim_secret=self._claim_secret,
         )
         try:
             await self._tunnel.start()
         except Exception as err:
             raise GatewayError(f"cannot open the tunnel through {self.gateway}: {err}") from err
+
+    async def _reach_scheduler(self, deadline: float) -> str:
+        """Through the tunnel, until the bundle has dialled the gateway and its scheduler
+        answers (or the job died, or ``deadline`` passed)."""
+        assert self.scheduler_job is not None and self._tunnel is not None
         scheme = "tls" if self.tls else "tcp"
         address = f"{scheme}://{self._tunnel.local_address(SCHEDULER_PORT)}"
         self._local_dashboard = self._tunnel.local_address(DASHBOARD_PORT)
@@ -409,13 +420,16 @@ class RemoteHTCondorCluster(Cluster):
             if not self.site.is_local:
                 with contextlib.suppress(Exception):
                     current = await asyncio.to_thread(self._bearer_token)
-                    renewed = current if current != self._bundle_token else None
+                    if current not in (self._bundle_token, self._refused_token):
+                        renewed = current
             try:
                 beat = self.scheduler_comm.rjq_heartbeat(token=renewed)
                 answer = await asyncio.wait_for(beat, interval)
                 self.job_report = answer.get("jobs")
-                if renewed and answer.get("token_taken"):
+                if renewed and answer.get("token") == "taken":
                     self._bundle_token = renewed
+                elif renewed and answer.get("token") == "refused":
+                    self._refused_token = renewed  # not offered again; the bundle said why
             except Exception as err:
                 if await self._lost_because(err):
                     return

@@ -234,7 +234,7 @@ def test_a_renewed_token_that_is_not_the_owners_is_not_taken_by_the_bundle(
         return await remote_cluster.scheduler_comm.rjq_heartbeat(token=bob)
 
     answer = remote_cluster.sync(offer)
-    assert answer["token_taken"] is False
+    assert answer["token"] == "refused"
     log = remote_cluster.get_logs()["Bundle"]
     assert "refused a renewed token" in log and "bob's, not alice's" in log
 

@@ -614,3 +614,17 @@ async def test_dask_client_and_dashboard_work_through_the_tunnel(env: Env) -> No
             response = await asyncio.wait_for(reader.read(-1), 5)
             writer.close()
     assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"ok")
+
+
+@pytest.mark.security
+async def test_a_hub_token_pasted_as_the_user_name_is_never_logged(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pasted = "a1b2c3d4" * 4  # what a JupyterHub API token looks like
+    with pytest.raises(TunnelAuthError, match="is not the token's identity"):
+        await connect_gateway(
+            env.address, load_host_keys(env.host_key), "tok-alice", username=pasted
+        )
+    assert any("Beginning auth for user" in r.getMessage() for r in caplog.records)
+    assert all(pasted not in r.getMessage() for r in caplog.records)

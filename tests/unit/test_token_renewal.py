@@ -101,7 +101,43 @@ async def test_a_forged_token_with_the_right_claims_is_refused(agent, issuer):
 async def test_the_heartbeat_carries_the_renewal_and_says_whether_it_was_taken(agent, issuer):
     renewed = issuer.token(exp=int(time.time()) + 3600)
     answer = await agent.handle_heartbeat(token=renewed)
-    assert answer["lease"] == agent.lease and answer["token_taken"]
+    assert answer["lease"] == agent.lease and answer["token"] == "taken"
     assert agent.token_file.read_text() == renewed
     forged = issuer.token(sub="9e2d-mallory-sub", exp=int(time.time()) + 7200)
-    assert not (await agent.handle_heartbeat(token=forged))["token_taken"]
+    assert (await agent.handle_heartbeat(token=forged))["token"] == "refused"
+
+
+async def test_a_slow_gateway_never_makes_a_heartbeat_late(agent, issuer):
+    """The check runs beside the heartbeat: the answer comes within a second, "pending", and
+    a later offer of the same token learns the outcome (no second check)."""
+    import asyncio
+
+    checks = []
+
+    async def slow(token: str) -> float:
+        checks.append(token)
+        await asyncio.sleep(2)
+        return time.time() + 3600
+
+    agent.verify_token = slow
+    renewed = issuer.token(exp=int(time.time()) + 3600)
+    started = time.monotonic()
+    assert (await agent.handle_heartbeat(token=renewed))["token"] == "pending"
+    assert time.monotonic() - started < 1.5
+    await asyncio.sleep(2)
+    assert (await agent.handle_heartbeat(token=renewed))["token"] == "taken"
+    assert len(checks) == 1
+
+
+async def test_a_token_that_ends_no_later_than_ours_is_not_even_offered_to_the_gateway(
+    agent, issuer
+):
+    checks = []
+
+    async def count(token: str) -> float:
+        checks.append(token)
+        return time.time() + 30
+
+    agent.verify_token = count
+    assert not await agent.renew_token(issuer.token(exp=int(time.time()) + 30))
+    assert checks == []

@@ -38,6 +38,7 @@ class SiteAgent:
         #: Checks a renewed token as the gateway does (and renews our login with it); without
         #: it (local mode) no token is taken.
         self.verify_token: Callable[[str], Awaitable[float]] | None = None
+        self._renewals: dict[str, asyncio.Future[bool]] = {}
         self.last_heartbeat = time.monotonic()
         self.closing = asyncio.Event()
         self.close_reason = ""
@@ -107,28 +108,57 @@ class SiteAgent:
         return await self.handle_jobs()
 
     async def handle_heartbeat(self, token: str | None = None) -> dict[str, Any]:
-        """The client is alive; with ``token``, it brings a renewed bearer token. The answer
-        carries the jobs' report (no schedd query), for the client's notebook view, and
-        whether the token was taken."""
+        """The client is alive; with ``token``, it offers a renewed bearer token. The answer
+        carries the jobs' report (no schedd query), for the client's notebook view, and what
+        became of the token: ``taken``, ``refused``, or ``pending`` (offer it again).
+
+        The check goes to the gateway; it runs beside the heartbeat, not in it, so a slow
+        gateway never makes a heartbeat late."""
         self.last_heartbeat = time.monotonic()
-        taken = bool(token) and await self.renew_token(token)
         return {
             "lease": self.lease,
             "jobs": self.cluster.describe() if self.cluster else None,
-            "token_taken": taken,
+            "token": await self._offer(token) if token else None,
         }
 
+    async def _offer(self, token: str) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        task = self._renewals.get(digest)
+        if task is None:
+            for done in [d for d, t in self._renewals.items() if t.done()][:-8]:
+                del self._renewals[done]  # keep a few answers, for offers still in flight
+            task = self._renewals[digest] = asyncio.ensure_future(self.renew_token(token))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 1.0)
+        if not task.done():
+            return "pending"
+        return "taken" if not task.cancelled() and task.result() else "refused"
+
     async def renew_token(self, token: str) -> bool:
-        """Keep ``token`` for the gateway and the schedd if the gateway takes it.
+        """Keep ``token`` for the gateway and the schedd if it lives longer than ours and the
+        gateway takes it.
 
         The scheduler's port is open to the site network (TLS keeps strangers out, but the
         token must not have to trust that): the gateway checks the token's signature, issuer,
         audience and expiry, and that it names the identity our login has, before we write it.
         """
         from ..gateway.tunnel import TunnelError
-        from ..tokens import redact, write_token_file
+        from ..tokens import TokenError, redact, token_claims_unverified, write_token_file
 
         if self.token_file is None or self.verify_token is None:
+            return False
+        try:  # only a ranking, checked for real by the gateway below
+            new_exp = int(token_claims_unverified(token).get("exp", 0))
+            old_exp = int(token_claims_unverified(self.token_file.read_text()).get("exp", 0))
+        except (TokenError, OSError, ValueError) as err:
+            logger.warning("refused a renewed token (%s): %s", redact(token), err)
+            return False
+        if new_exp <= old_exp:
+            logger.warning(
+                "refused a renewed token (%s): it ends no later than ours", redact(token)
+            )
             return False
         try:
             until = await self.verify_token(token)

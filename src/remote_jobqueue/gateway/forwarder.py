@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
-from .protocol import CLAIM_HOST
-from .tunnel import GatewayLink, TunnelAuthError, TunnelError, control_request
+from .tunnel import GatewayLink, TunnelError
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,7 @@ class ReverseForwarder(GatewayLink):
         self.services = dict(self.services)
 
     async def _on_connect(self, conn: asyncssh.SSHClientConnection) -> None:
-        try:
-            await control_request(conn, CLAIM_HOST, f"{self.cluster_id} {self.claim_secret}")
-        except TunnelAuthError as err:
-            raise TunnelError(
-                f"gateway refused our claim of {self.cluster_id}: {err.reason}"
-            ) from None
+        await self._claim(conn, self.claim_secret)
         for logical, target in self.services.items():
             try:
                 if isinstance(target, str):

@@ -12,20 +12,32 @@ import re
 from ..tokens import redact
 
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+#: A Hub API token (or any random secret): long, letters and digits mixed, no dots or spaces.
+_SECRET_LIKE_RE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_-]{24,}$")
+#: How asyncssh names the user in its own log lines.
+_ASYNCSSH_USER_RE = re.compile(r"(for user )(\S+)")
 
 
 def loggable_name(name: str) -> str:
-    """A user name fit for logs: people do paste tokens into the user-name field."""
-    return name if len(name) <= 64 else redact(name)
+    """A user name fit for logs: people do paste tokens (JWTs, Hub tokens) into the user-name
+    field."""
+    if len(name) > 64 or _SECRET_LIKE_RE.match(name) or _JWT_RE.search(name):
+        return redact(name)
+    return name
 
 
 class _RedactJWTs(logging.Filter):
-    """Replaces JWT-shaped text in records: asyncssh logs user names, and a pasted token is one."""
+    """Replaces secret-shaped text in records: asyncssh logs user names, and a pasted token is
+    one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "eyJ" in message:
-            record.msg, record.args = _JWT_RE.sub(lambda m: redact(m.group()), message), None
+        redacted = (
+            _JWT_RE.sub(lambda m: redact(m.group()), message) if "eyJ" in message else message
+        )
+        redacted = _ASYNCSSH_USER_RE.sub(lambda m: m.group(1) + loggable_name(m.group(2)), redacted)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 

@@ -94,7 +94,8 @@ class Registry:
     """Reverse forwards by (identity, cluster id, logical port); the namespace *is* the user.
 
     Claims (the digest of each cluster's secret) are kept while the cluster has entries and
-    ``claim_ttl`` seconds after, so a bundle reconnecting after a network cut finds its claim.
+    ``claim_ttl`` seconds after its last entry went, so a bundle reconnecting after a network
+    cut finds its claim.
     """
 
     def __init__(self, max_per_user: int = 256, claim_ttl: float = 3600.0) -> None:
@@ -103,21 +104,36 @@ class Registry:
         self._entries: dict[tuple[Owner, str, int], ReverseForward] = {}
         self._claims: dict[tuple[Owner, str], tuple[bytes, float]] = {}
 
-    def claim(self, user: Identity, cluster_id: str, secret: str) -> None:
-        """Accept ``secret`` as the proof of being cluster ``cluster_id``'s bundle, or raise
-        :class:`ClaimRefused` if another secret claimed it first."""
+    def claim(self, user: Identity, cluster_id: str, secret: str) -> bytes:
+        """Accept ``secret`` as the proof of being cluster ``cluster_id``'s bundle (or client),
+        or raise :class:`ClaimRefused` if another secret claimed it first; returns the digest
+        the caller shows again to :meth:`holds`."""
         now = time.monotonic()
         live = {(k[0], k[1]) for k in self._entries}
         self._claims = {
             k: v for k, v in self._claims.items() if k in live or now - v[1] < self.claim_ttl
         }
         key = (user.key, cluster_id)
+        digest = _digest(secret)
         known = self._claims.get(key)
-        if known is not None and not hmac.compare_digest(known[0], _digest(secret)):
+        if known is not None and not hmac.compare_digest(known[0], digest):
             raise ClaimRefused(f"cluster {cluster_id!r} of {user} is held by another bundle")
         if known is None and sum(k[0] == user.key for k in self._claims) >= self.max_per_user:
             raise RegistryFull(f"{user} already has {self.max_per_user} clusters")
-        self._claims[key] = (_digest(secret), now)
+        self._claims[key] = (digest, now)
+        return digest
+
+    def holds(self, user: Identity, cluster_id: str, digest: bytes | None) -> bool:
+        """Is ``digest`` the current claim of ``cluster_id``? (A claim can be lost: pruned
+        after ``claim_ttl`` with no entries, then taken by another secret.)"""
+        known = self._claims.get((user.key, cluster_id))
+        return known is not None and digest is not None and hmac.compare_digest(known[0], digest)
+
+    def _touch(self, owner: Owner, cluster_id: str) -> None:
+        """The claim's clock starts again whenever the cluster's entries change."""
+        key = (owner, cluster_id)
+        if key in self._claims:
+            self._claims[key] = (self._claims[key][0], time.monotonic())
 
     def register(
         self,
@@ -135,6 +151,7 @@ class Registry:
         if not again and sum(k[0] == user.key for k in self._entries) >= self.max_per_user:
             raise RegistryFull(f"{user} already has {self.max_per_user} forwards")
         self._entries[entry.key] = entry
+        self._touch(user.key, cluster_id)
         log.info(
             "cluster %s port %d of %s %sregistered from %s", cluster_id, port, user, again, peer
         )
@@ -147,6 +164,7 @@ class Registry:
         """Drop ``entry`` if it is still current; a replaced entry's late close is a no-op."""
         if self._entries.get(entry.key) is entry:
             del self._entries[entry.key]
+            self._touch(entry.user.key, entry.cluster_id)
             log.info("cluster %s port %d of %s unregistered", *entry.key[1:], entry.user)
 
     def drop_connection(self, conn: asyncssh.SSHServerConnection) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import asyncssh
 
@@ -40,6 +41,9 @@ from .redaction import install_log_redaction, loggable_name
 from .registry import ClaimRefused, Registry, RegistryFull, ReverseForward
 
 log = logging.getLogger(__name__)
+
+#: Refused control requests (renewals with bad tokens, wrong claims) that end a connection.
+CONTROL_REFUSALS_MAX = 5
 
 
 # Splicing a user's channel onto a bundle's channel ----------------------------------------------
@@ -111,16 +115,29 @@ class _Splice(asyncssh.SSHTCPSession[bytes]):
 
 
 class _ControlSession(asyncssh.SSHTCPSession[bytes]):
-    """Reads one line (at most :data:`CONTROL_LINE_MAX` bytes), answers it with ``handler``."""
+    """Reads one line (at most :data:`CONTROL_LINE_MAX` bytes, within ``timeout`` seconds),
+    answers it with ``handler``."""
 
-    def __init__(self, handler: Callable[[str], Awaitable[str]]) -> None:
+    def __init__(self, handler: Callable[[str], Awaitable[str]], timeout: float = 10.0) -> None:
         self.handler = handler
+        self.timeout = timeout
         self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self.buffer = b""
         self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
         self.chan = chan
+        self.timer = asyncio.get_running_loop().call_later(self.timeout, self._too_slow)
+
+    def _start(self, answer: Awaitable[None]) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.task = asyncio.ensure_future(answer)
+
+    def _too_slow(self) -> None:
+        if self.task is None:
+            self._start(self._reply(f"refused: no request within {self.timeout:g} s"))
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self.task is not None:
@@ -128,14 +145,18 @@ class _ControlSession(asyncssh.SSHTCPSession[bytes]):
         self.buffer += data
         if b"\n" in self.buffer:
             line = self.buffer.split(b"\n", 1)[0].decode(errors="replace")
-            self.task = asyncio.ensure_future(self._answer(line))
+            self._start(self._answer(line))
         elif len(self.buffer) > CONTROL_LINE_MAX:
-            self.task = asyncio.ensure_future(self._reply("refused: request too long"))
+            self._start(self._reply("refused: request too long"))
 
     def eof_received(self) -> bool:
         if self.task is None:
-            self.task = asyncio.ensure_future(self._reply("refused: empty request"))
+            self._start(self._reply("refused: empty request"))
         return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     async def _answer(self, line: str) -> None:
         try:
@@ -167,8 +188,11 @@ class GatewayServer(asyncssh.SSHServer):
         self.address = "?"  # the peer's host: what limits count by
         self.admitted = False
         self.closed = False
-        #: Cluster ids this connection proved to be the bundle of (``@claim``).
-        self.claimed: set[str] = set()
+        #: Cluster ids this connection proved to be the bundle of (``@claim``): their digests.
+        self.claimed: dict[str, bytes] = {}
+        #: One control request at a time; this many refused ones end the connection.
+        self._control_busy = False
+        self._control_refusals = 0
         self._expiry: asyncio.TimerHandle | None = None
 
     # connection lifecycle
@@ -271,6 +295,31 @@ class GatewayServer(asyncssh.SSHServer):
                 asyncssh.DISC_BY_APPLICATION, "your token expired: connect with a fresh one"
             )
 
+    async def _control(self, handler: Callable[[str], Awaitable[str]], line: str) -> str:
+        """One control request at a time per connection, none after the connection is gone;
+        refusals count as failed logins of the address (a renewal is a login), and after
+        :data:`CONTROL_REFUSALS_MAX` of them the connection ends."""
+        if self.closed or self.user is None:
+            return "refused: connection closed"
+        if self._control_busy:
+            return "refused: one control request at a time"
+        if (reason := self.gateway.limits.check_attempt(self.address)) is not None:
+            return f"refused (temporary): {reason}"
+        self._control_busy = True
+        try:
+            answer = await handler(line)
+        finally:
+            self._control_busy = False
+        if answer.startswith("refused") and not answer.startswith("refused (temporary)"):
+            self.gateway.limits.failed(self.address)
+            self._control_refusals += 1
+            if self._control_refusals >= CONTROL_REFUSALS_MAX and self.conn is not None:
+                log.warning("%s from %s: too many refused control requests", self.user, self.peer)
+                asyncio.get_running_loop().call_soon(
+                    self.conn.disconnect, asyncssh.DISC_BY_APPLICATION, "too many refusals"
+                )
+        return answer
+
     async def _renew(self, token: str) -> str:
         """``@renew``: extend this login with a fresh token of the same identity."""
         assert self.user is not None
@@ -279,6 +328,8 @@ class GatewayServer(asyncssh.SSHServer):
         except AuthenticationFailed as err:
             log.warning("renewal by %s from %s refused: %s", self.user, self.peer, err.reason)
             return f"refused{' (temporary)' if err.temporary else ''}: {err.reason}"
+        if self.closed:
+            return "refused: connection closed"
         if identity.key != self.user.key:
             log.warning(
                 "renewal by %s from %s refused: the token is %s's", self.user, self.peer, identity
@@ -298,13 +349,12 @@ class GatewayServer(asyncssh.SSHServer):
         if not CLUSTER_ID_RE.match(cluster_id) or len(secret) < 16:
             return "refused: want '<cluster id> <secret of at least 16 characters>'"
         try:
-            self.registry.claim(self.user, cluster_id, secret)
+            self.claimed[cluster_id] = self.registry.claim(self.user, cluster_id, secret)
         except (ClaimRefused, RegistryFull) as err:
             log.warning(
                 "claim of %s by %s from %s refused: %s", cluster_id, self.user, self.peer, err
             )
             return f"refused: {err}"
-        self.claimed.add(cluster_id)
         return "ok"
 
     def _refuse(self, username: str, reason: str, temporary: bool) -> None:
@@ -330,7 +380,7 @@ class GatewayServer(asyncssh.SSHServer):
                 listen_port,
             )
             return False
-        if listen_host not in self.claimed:
+        if not self.registry.holds(self.user, listen_host, self.claimed.get(listen_host)):
             log.warning(
                 "%s from %s asked to register %s port %d without claiming it: refused",
                 self.user,
@@ -351,7 +401,7 @@ class GatewayServer(asyncssh.SSHServer):
         """Route a user's local forward to *their own* cluster, or refuse it."""
         if self.user is not None and dest_host in (RENEW_HOST, CLAIM_HOST):
             handler = self._renew if dest_host == RENEW_HOST else self._claim
-            return _ControlSession(handler)  # type: ignore[return-value]
+            return _ControlSession(partial(self._control, handler))  # type: ignore[return-value]
         cluster_id = dest_host.lower()
         entry = self.registry.lookup(self.user, cluster_id, dest_port) if self.user else None
         if entry is None:
@@ -426,11 +476,20 @@ class Gateway:
         assert self.acceptor is not None
         return self.acceptor.get_port()
 
-    def disconnect(self, user: str | None = None) -> int:
-        """Drop every connection (of the user named ``user`` only, if given); how many."""
-        victims = [
-            s for s in self.sessions if user is None or (s.user is not None and s.user.name == user)
-        ]
+    def disconnect(self, user: str | Identity | None = None) -> int:
+        """Drop every connection (of ``user`` only, if given: an identity, or a name as in
+        tests); returns how many."""
+
+        def matches(session: GatewayServer) -> bool:
+            if user is None:
+                return True
+            if session.user is None:
+                return False
+            if isinstance(user, Identity):
+                return session.user.key == user.key
+            return session.user.name == user
+
+        victims = [s for s in self.sessions if matches(s)]
         for session in victims:
             if session.conn is not None:
                 session.conn.abort()

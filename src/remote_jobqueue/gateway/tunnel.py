@@ -37,6 +37,7 @@ from .protocol import (
     ANY_USERNAME,
     AUTH_BANNER_PREFIX,
     AUTH_BANNER_TEMPORARY,
+    CLAIM_HOST,
     RENEW_HOST,
     check_cluster_id,
     parse_host_port,
@@ -226,16 +227,30 @@ async def splice(
         local_writer.close()
 
 
-async def control_request(conn: asyncssh.SSHClientConnection, host: str, line: str) -> str:
+class ControlUnsupported(TunnelError):
+    """The gateway has no such control channel (an older gateway)."""
+
+
+async def control_request(
+    conn: asyncssh.SSHClientConnection, host: str, line: str, timeout: float = 15.0
+) -> str:
     """One request on a gateway control channel (see `.protocol`); the answer line.
 
-    Raises :class:`TunnelAuthError` with the gateway's reason if the answer is a refusal.
+    Raises :class:`TunnelAuthError` with the gateway's reason if the answer is a refusal,
+    :class:`TunnelUnreachable` if no answer comes within ``timeout`` seconds.
     """
     try:
-        reader, writer = await conn.open_connection(host, 0)
-        writer.write(line.encode() + b"\n")
-        answer = (await reader.readline()).decode().strip()
-        writer.close()
+        async with asyncio.timeout(timeout):
+            reader, writer = await conn.open_connection(host, 0)
+            writer.write(line.encode() + b"\n")
+            answer = (await reader.readline()).decode().strip()
+            writer.close()
+    except TimeoutError:
+        raise TunnelUnreachable(f"no answer on gateway control channel {host}") from None
+    except asyncssh.ChannelOpenError as err:
+        if err.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+            raise ControlUnsupported(f"the gateway has no {host} channel: {err.reason}") from None
+        raise TunnelUnreachable(f"gateway control channel {host} failed: {err}") from None
     except (asyncssh.Error, OSError) as err:
         raise TunnelUnreachable(f"gateway control channel {host} failed: {err}") from None
     if not answer.startswith("ok"):
@@ -310,6 +325,8 @@ class GatewayLink:
         self._closing = False
         self._rejected: tuple[str, TunnelAuthError] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        # The gateway takes one control request per connection at a time.
+        self._control_lock = asyncio.Lock()
         #: When the gateway ends the current login unless renewed (Unix time), once known.
         self.login_expires: float | None = None
 
@@ -333,6 +350,15 @@ class GatewayLink:
 
     async def _on_connect(self, conn: asyncssh.SSHClientConnection) -> None:
         """Set up what the link is for on a fresh connection (before ``connected`` is set)."""
+
+    async def _claim(self, conn: asyncssh.SSHClientConnection, secret: str) -> None:
+        """Claim our cluster's name at the gateway with its secret (see `.registry`)."""
+        try:
+            await control_request(conn, CLAIM_HOST, f"{self.cluster_id} {secret}")
+        except TunnelAuthError as err:
+            raise TunnelError(
+                f"gateway refused our claim of {self.cluster_id}: {err.reason}"
+            ) from None
 
     # connecting
 
@@ -398,25 +424,34 @@ class GatewayLink:
         conn = self._conn
         if conn is None or conn.is_closed():
             raise TunnelUnreachable(f"{self!r} has no connection to renew")
-        self.login_expires = await renew_login(conn, token.strip())
+        async with self._control_lock:
+            self.login_expires = await renew_login(conn, token.strip())
         return self.login_expires
 
     async def _keep_login(self, conn: asyncssh.SSHClientConnection) -> None:
         """Renew the login with the current token ahead of its end, for as long as ``conn``
         lives; the first renewal at once, which also tells us when the login ends."""
-        loop = asyncio.get_running_loop()
-        delay = 0.0
+        delay, failures = 0.0, 0
         while not conn.is_closed():
             await asyncio.sleep(delay)
             try:
-                await self.renew(await self._read_token())
-                remaining = (self.login_expires or 0) - time.time()
+                token = await self._read_token()
+                async with self._control_lock:
+                    self.login_expires = await renew_login(conn, token)
+                remaining = self.login_expires - time.time()
                 delay = max(1.0, remaining - min(self.renew_margin, remaining / 5))
+                failures = 0
+            except ControlUnsupported as err:
+                log.warning("%r: %s; the login ends with its token", self, err)
+                return
             except TunnelError as err:
                 if conn.is_closed():
                     return
-                remaining = (self.login_expires or loop.time()) - time.time()
-                delay = max(1.0, min(30.0, remaining / 4))
+                failures += 1
+                remaining = (self.login_expires or 0) - time.time()
+                backoff = min(60.0, 5.0 * 2 ** (failures - 1))
+                delay = min(backoff, remaining / 4) if remaining > 20 else backoff
+                delay = max(delay, 5.0)
                 log.warning("%r: renewing the login failed (%s); again in %.0f s", self, err, delay)
             except Exception:
                 log.exception("%r: renewing the login failed", self)
@@ -530,6 +565,10 @@ class Tunnel(GatewayLink):
     _: KW_ONLY
     bind_host: str = "127.0.0.1"
     connect_wait: float = 10.0
+    #: With the cluster's secret, the tunnel claims the cluster's name on every connect: the
+    #: client does so before it submits the scheduler job, so that nobody can take the name
+    #: between the job showing in the queue and the bundle dialling in.
+    claim_secret: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -548,6 +587,10 @@ class Tunnel(GatewayLink):
     def local_address(self, port: int) -> str:
         """``host:port`` to reach the cluster's service ``port`` from here."""
         return f"{self.bind_host}:{self.local_port(port)}"
+
+    async def _on_connect(self, conn: asyncssh.SSHClientConnection) -> None:
+        if self.claim_secret:
+            await self._claim(conn, self.claim_secret)
 
     async def start(self, timeout: float = 30.0) -> None:
         """Open the local ports, then connect (see :meth:`GatewayLink.start`)."""
