@@ -14,70 +14,84 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-_TABLES = {socket.AF_INET: "/proc/net/tcp", socket.AF_INET6: "/proc/net/tcp6"}
+_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 
 
-def _address(field: str, family: int) -> tuple[str, int]:
-    """``0100007F:1F90`` → ("127.0.0.1", 8080): the kernel prints 32-bit words little-endian."""
+def _address(field: str) -> tuple[str, int]:
+    """``0100007F:1F90`` → ("127.0.0.1", 8080). The kernel prints each 32-bit word of the
+    address in host byte order; IPv4-mapped IPv6 addresses come out as IPv4."""
     hex_ip, hex_port = field.split(":")
     raw = bytes.fromhex(hex_ip)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    ip = ipaddress.IPv4Address(words) if family == socket.AF_INET else ipaddress.IPv6Address(words)
-    return str(ip), int(hex_port, 16)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return _normal(str(ipaddress.ip_address(raw))), int(hex_port, 16)
+
+
+def _normal(host: str) -> str:
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid owning the other end of ``sock`` (a loopback TCP connection), if it is found.
 
     The peer's socket is the row whose local address is our peer address and whose remote
-    address is our local one. ``None`` if no row matches (the peer closed meanwhile).
+    address is our local one, in either table (a dual-stack peer is in ``tcp6``). ``None`` if
+    no row matches (the peer closed meanwhile) or the socket is gone.
     """
-    family = sock.family
-    ours = sock.getsockname()[:2]
-    theirs = sock.getpeername()[:2]
-    table = _TABLES.get(family)
-    if table is None:
-        return None
     try:
-        lines = Path(table).read_text().splitlines()[1:]
+        ours, theirs = sock.getsockname()[:2], sock.getpeername()[:2]
     except OSError:
         return None
-    want_local = (str(ipaddress.ip_address(theirs[0])), theirs[1])
-    want_remote = (str(ipaddress.ip_address(ours[0])), ours[1])
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8:
+    want = ((_normal(theirs[0]), theirs[1]), (_normal(ours[0]), ours[1]))
+    for table in _TABLES:
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
             continue
-        if _address(fields[1], family) == want_local and _address(fields[2], family) == want_remote:
-            return int(fields[7])
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 8 and (_address(fields[1]), _address(fields[2])) == want:
+                return int(fields[7])
     return None
-
-
-def is_own_user(writer: asyncio.StreamWriter, uid: int | None = None) -> bool:
-    """True if the connection behind ``writer`` comes from a process of ``uid`` (ours)."""
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return False
-    owner = peer_uid(sock)
-    return owner is not None and owner == (os.geteuid() if uid is None else uid)
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-def own_user_only(handler: Handler, what: str) -> Handler:
-    """Wrap a stream handler so it only ever sees connections of our own uid."""
+def own_user_only(handler: Handler, what: str, uid: int | None = None) -> Handler:
+    """Wrap a stream handler so it only ever sees connections of our own uid (or ``uid``).
+
+    The lookup reads the kernel's tables in a thread (they can be long on a busy login
+    node); refusals are logged at most every 10 s, with how many there were."""
+    me = os.geteuid() if uid is None else uid
+    refused = {"count": 0, "logged": 0.0}
 
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not is_own_user(writer):
-            owner = peer_uid(writer.get_extra_info("socket"))
-            log.warning("%s: refused a local connection of uid %s (not ours)", what, owner)
+        sock = writer.get_extra_info("socket")
+        owner = await asyncio.to_thread(peer_uid, sock) if sock is not None else None
+        if owner != me:
             writer.close()
+            refused["count"] += 1
+            now = time.monotonic()
+            if now - refused["logged"] > 10:
+                log.warning(
+                    "%s: refused %d local connection(s) not of uid %d (the last of uid %s)",
+                    what,
+                    refused["count"],
+                    me,
+                    owner,
+                )
+                refused.update(count=0, logged=now)
             return
         await handler(reader, writer)
 

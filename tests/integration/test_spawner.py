@@ -38,7 +38,7 @@ from remote_jobqueue.gateway import (
     load_host_keys,
     load_or_create_host_key,
 )
-from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, TokenValidator
+from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, TokenValidator, write_private_file
 
 from .hub import (
     RUNTIME_BASE,
@@ -278,6 +278,8 @@ def hub_gateway(facility, hub, tmp_path_factory):
     """A gateway that trusts the issuer's JWTs and this Hub's API tokens."""
     workdir = tmp_path_factory.mktemp("gateway")
     host_key = load_or_create_host_key(workdir / "host_key")
+    service_token = workdir / "hub-service-token"  # reads users' subjects (auth_state)
+    write_private_file(service_token, hub.service_token)
     port = free_port()
     with (workdir / "gateway.log").open("w") as log:
         proc = subprocess.Popen(
@@ -288,6 +290,7 @@ def hub_gateway(facility, hub, tmp_path_factory):
                 "--issuer", facility.issuer_url,
                 "--audience", WLCG_ANY_AUDIENCE,
                 "--hub-api-url", hub.api,
+                "--hub-service-token-file", str(service_token),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -21,6 +21,7 @@ ALICE = "a1" * 16  # alice's server token: holds the gateway scope
 ALICE_VISITOR = "v3" * 16  # a token alice's shared server got from a visitor's OAuth login
 ALICE_OTHER = "o4" * 16  # a token of alice made for something else (read:users only)
 SERVICE = "s2" * 16
+GATEWAY_SERVICE = "g6" * 16  # the gateway's own token: reads every user's auth_state
 NOSUB = "n5" * 16  # carol: the Hub keeps no subject for her
 
 MODELS = {
@@ -46,6 +47,7 @@ class FakeHub:
         self.requests = 0
         self.status: int | None = None
         self.delay = 0.0
+        self.auth_state_readers: list[str] = []
         server.expect_request("/hub/api/user").respond_with_handler(self._user)
         for name in AUTH_STATE:
             server.expect_request(f"/hub/api/users/{name}").respond_with_handler(self._users)
@@ -62,9 +64,11 @@ class FakeHub:
         return Response(json.dumps(model or {}), status, content_type="application/json")
 
     def _users(self, request: Request) -> Response:
-        model = MODELS.get(self._token(request))
+        token = self._token(request)
+        model = MODELS.get(token)
         name = request.path.rsplit("/", 1)[1]
-        if model is None or model["name"] != name:
+        self.auth_state_readers.append(token)
+        if token != GATEWAY_SERVICE and (model is None or model["name"] != name):
             return Response("{}", 403)
         return Response(json.dumps({"name": name, "auth_state": AUTH_STATE[name]}), 200)
 
@@ -79,11 +83,34 @@ async def test_a_users_hub_token_is_the_same_identity_as_their_jwts(hub):
     assert identity.key == (ISSUER, "7f0c-alice") and identity.name == "alice"
 
 
+async def test_with_a_service_token_the_gateway_reads_the_subject_itself(hub):
+    """Then the user's token needs no right to read the user's OAuth tokens (auth_state)."""
+    auth = HubTokenAuthenticator(hub.api, ISSUER, service_token=GATEWAY_SERVICE)
+    assert (await auth.authenticate("token", ALICE)).key == (ISSUER, "7f0c-alice")
+    assert hub.auth_state_readers == [GATEWAY_SERVICE]
+
+
 async def test_a_hub_login_must_prove_itself_again_after_recheck(hub):
     before = time.time()
-    auth = HubTokenAuthenticator(hub.api, ISSUER, recheck=120)
+    auth = HubTokenAuthenticator(hub.api, ISSUER, ttl=60, recheck=120)
     identity = await auth.authenticate("token", ALICE)
     assert before + 120 <= identity.expires_at <= time.time() + 120
+
+
+@pytest.mark.security
+async def test_a_cached_answer_does_not_extend_a_login_past_the_hubs_last_word(hub):
+    """A revoked token's connections end within ``recheck`` of the Hub's last answer, however
+    often they renew from the cache."""
+    auth = HubTokenAuthenticator(hub.api, ISSUER, ttl=60, recheck=120)
+    first = await auth.authenticate("token", ALICE)
+    time.sleep(1.1)
+    again = await auth.authenticate("token", ALICE)  # from the cache
+    assert hub.requests == 1 and again.expires_at == first.expires_at
+
+
+def test_a_cache_that_outlives_the_recheck_is_refused():
+    with pytest.raises(ValueError, match="ttl"):
+        HubTokenAuthenticator("http://hub", ISSUER, ttl=600, recheck=300)
 
 
 async def test_answers_are_cached_so_reconnects_do_not_hammer_the_hub(hub):

@@ -87,13 +87,13 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         )
         await resident
 
-    from distributed import Scheduler
-
     from .agent import SiteAgent
+    from .dashboard import dashboard_socket_path, scheduler_class
     from .site_cluster import SiteCluster
     from .tracker import JobTracker
 
     security = scheduler_security(spec, scratch)
+    Scheduler = scheduler_class(dashboard_socket_path(scratch))
     # The dashboard is plain HTTP: it moves to a UNIX socket only we can open (see dashboard.py).
     options = {"dashboard_address": "127.0.0.1:0", **spec.scheduler_options}
     if spec.worker.tls:
@@ -108,9 +108,7 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
             await resident.close()
             resident = None
         scheduler = await Scheduler(host=host, port=0, **options)
-    from .dashboard import dashboard_socket_path, move_dashboard_to_unix_socket
-
-    dashboard = move_dashboard_to_unix_socket(scheduler, dashboard_socket_path(scratch))
+    dashboard = scheduler.dashboard_socket
     logger.info("scheduler at %s, dashboard on %s", scheduler.address, dashboard)
 
     tracker = None
@@ -221,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     spec = BundleSpec.from_json(args.spec.read_text())
+    if not spec.worker.tls:  # the client refuses tls=False too; a spec made by hand may not
+        parser.error(
+            "refusing to run a scheduler without TLS: anyone who reaches its port "
+            "could run code as you"
+        )
     scratch = args.spec.resolve().parent
     # Reads by the scheduler (and the resident worker, its child) go through the site's cache.
     use_nearest_cache(scratch / JOB_PLUGIN_DIR)

@@ -4,7 +4,9 @@
 execute node is open to every other job on that node (other users' included). A UNIX socket in
 a 0700 directory is not: the bundle's forwarder (or, in local mode, the client's own-user port)
 is the only way in. Tornado's server takes extra sockets at any time, so the TCP one is closed
-and the UNIX one added (through its private socket table: it has no public "unlisten").
+and the UNIX one added (through its private socket table: it has no public "unlisten"), in
+the scheduler's own ``start_http_server``: synchronously, before the event loop could accept a
+single connection on the TCP port.
 """
 
 from __future__ import annotations
@@ -43,3 +45,17 @@ def move_dashboard_to_unix_socket(scheduler, path: Path) -> Path | None:
     server.add_socket(bind_unix_socket(str(path), mode=0o600))
     logger.info("dashboard on %s (no TCP port)", path)
     return path
+
+
+def scheduler_class(path: Path):
+    """A `distributed.Scheduler` whose dashboard is only ever served on ``path``."""
+    from distributed import Scheduler
+
+    class PrivateDashboardScheduler(Scheduler):
+        dashboard_socket: Path | None = None
+
+        def start_http_server(self, *args, **kwargs):
+            super().start_http_server(*args, **kwargs)
+            self.dashboard_socket = move_dashboard_to_unix_socket(self, path)
+
+    return PrivateDashboardScheduler

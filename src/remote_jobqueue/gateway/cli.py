@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..tokens import TokenValidator
 from .auth import Authenticator, ChainAuthenticator, JWTAuthenticator
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also accept JupyterHub API tokens, checked at this Hub API (…/hub/api)",
     )
     p.add_argument("--hub-token-ttl", type=float, default=60.0, help="cache Hub answers (s)")
+    p.add_argument(
+        "--hub-service-token-file",
+        help="file of the gateway's own Hub token (admin:auth_state, read:users), to read "
+        "users' subjects; without it the user's token must be allowed to",
+    )
     p.add_argument(
         "--hub-recheck",
         type=float,
@@ -79,8 +85,15 @@ async def _run(args: argparse.Namespace) -> None:
     if args.hub_api_url:
         from .hubauth import HubTokenAuthenticator
 
+        service = None
+        if args.hub_service_token_file:
+            service = Path(args.hub_service_token_file).read_text().strip()
         hub = HubTokenAuthenticator(
-            args.hub_api_url, args.issuer, ttl=args.hub_token_ttl, recheck=args.hub_recheck
+            args.hub_api_url,
+            args.issuer,
+            service_token=service,
+            ttl=args.hub_token_ttl,
+            recheck=args.hub_recheck,
         )
         authenticator = ChainAuthenticator(authenticator, hub)
     host, port = parse_host_port(args.listen)
@@ -106,5 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.issuer or not args.audience:
         parser.error("--issuer and --audience are required to serve")
+    if not 0 < args.hub_token_ttl <= args.hub_recheck:
+        parser.error(
+            "want 0 < --hub-token-ttl <= --hub-recheck (a cached answer must not "
+            "outlive the recheck)"
+        )
     asyncio.run(_run(args))
     return 0

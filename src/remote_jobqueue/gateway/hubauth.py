@@ -8,11 +8,13 @@ token's owner and scopes. Two rules make such a login as good as the user's own 
   server and clients are given (see `remote_jobqueue.spawner.authhooks`), so a token a shared
   server receives from a visitor, or any token made for something else, is refused;
 - the owner maps to the *same* identity as their JWTs, the issuer's subject: the Hub keeps it in
-  the user's ``auth_state`` (``oauth_user.sub``), which the token may read.
+  the user's ``auth_state`` (``oauth_user.sub``), which the gateway reads with a service token
+  of its own (``admin:auth_state`` and ``read:users``), so the user's token need not be able to
+  read the user's OAuth tokens.
 
 Answers are cached by a hash of the token (never the token) for ``ttl`` seconds, so a tunnel
-reconnecting often does not hammer the Hub; a revoked token stays usable for at most ``ttl``,
-and a connection made with it at most ``recheck`` seconds before it must prove itself again.
+reconnecting often does not hammer the Hub. A login lasts until ``recheck`` seconds after the
+Hub last vouched for the token, so a revoked token's connections end within ``recheck``.
 Checks run on a small pool of their own, and beyond ``max_pending`` waiting checks new logins
 are turned away at once (temporary), so a flood of logins cannot hold the gateway's threads.
 """
@@ -57,6 +59,7 @@ class HubTokenAuthenticator:
         hub_api_url: str,
         issuer: str,
         *,
+        service_token: str | None = None,
         ttl: float = 60.0,
         recheck: float = 300.0,
         timeout: float = 10.0,
@@ -64,13 +67,17 @@ class HubTokenAuthenticator:
         threads: int = 4,
         max_pending: int = 32,
     ) -> None:
+        if not 0 < ttl <= recheck:
+            raise ValueError(f"want 0 < ttl ({ttl}) <= recheck ({recheck})")
         self.api = hub_api_url.rstrip("/")
         self.issuer = issuer
+        self.service_token = service_token
         self.ttl = ttl
         self.recheck = recheck
         self.timeout = timeout
         self.max_entries = max_entries
         self.max_pending = max_pending
+        #: token digest → ((name, subject), when the Hub vouched for it: wall clock)
         self._cache: dict[str, tuple[tuple[str, str], float]] = {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="hub-check")
         self._pending = 0
@@ -107,12 +114,14 @@ class HubTokenAuthenticator:
                 f"the token lacks the scope {GATEWAY_SCOPE} (only {name}'s own server and "
                 "clients hold it)"
             )
+        reader = self.service_token or secret
         try:
-            user = self._get(f"/users/{urllib.parse.quote(name, safe='')}", secret)
+            user = self._get(f"/users/{urllib.parse.quote(name, safe='')}", reader)
         except AuthenticationFailed as err:
             if err.temporary:
                 raise
-            raise AuthenticationFailed(f"the token may not read {name}'s auth_state") from None
+            whose = "the gateway's service token" if self.service_token else "the token"
+            raise AuthenticationFailed(f"{whose} may not read {name}'s auth_state") from None
         subject = ((user.get("auth_state") or {}).get("oauth_user") or {}).get("sub")
         if not isinstance(subject, str) or not subject:
             raise AuthenticationFailed(
@@ -139,14 +148,14 @@ class HubTokenAuthenticator:
         if not _HUB_TOKEN_RE.match(secret):
             raise AuthenticationFailed("not a JupyterHub API token")
         key = hashlib.sha256(secret.encode()).hexdigest()
-        now = time.monotonic()
+        now = time.time()
         cached = self._cache.get(key)
-        if cached and cached[1] > now:
-            owner = cached[0]
+        if cached and now - cached[1] < self.ttl:
+            owner, vouched = cached
         else:
-            owner = await self._check(secret)
+            owner, vouched = await self._check(secret), time.time()
             if len(self._cache) >= self.max_entries:
-                self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
-            self._cache[key] = (owner, now + self.ttl)
+                self._cache = {k: v for k, v in self._cache.items() if now - v[1] < self.ttl}
+            self._cache[key] = (owner, vouched)
         name, subject = owner
-        return Identity(self.issuer, subject, name, time.time() + self.recheck)
+        return Identity(self.issuer, subject, name, vouched + self.recheck)
