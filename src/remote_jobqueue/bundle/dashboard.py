@@ -48,14 +48,16 @@ def move_dashboard_to_unix_socket(scheduler, path: Path) -> Path | None:
 
 
 def scheduler_class(path: Path):
-    """A `distributed.Scheduler` whose dashboard is only ever served on ``path``."""
-    from distributed import Scheduler
+    """A `distributed.Scheduler` whose dashboard is only ever served on ``path``.
 
-    class PrivateDashboardScheduler(Scheduler):
+    Still named ``Scheduler``: its ``identity()["type"]`` is what clients and tools see."""
+    import distributed
+
+    class Scheduler(distributed.Scheduler):
         dashboard_socket: Path | None = None
 
         def start_http_server(self, *args, **kwargs):
             super().start_http_server(*args, **kwargs)
             self.dashboard_socket = move_dashboard_to_unix_socket(self, path)
 
-    return PrivateDashboardScheduler
+    return Scheduler
