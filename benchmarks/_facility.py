@@ -12,8 +12,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from remote_jobqueue.facility import lifecycle
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import lifecycle
+from rjq_facility.config import FacilityConfig
 
 CONDOR_COMMANDS = ("condor_submit", "condor_q", "condor_rm", "condor_status")
 

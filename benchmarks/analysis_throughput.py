@@ -63,8 +63,8 @@ BY_KEY = {s.key: s for s in SCENARIOS}
 # The measuring side: one scenario, one engine, in this process ---------------------------
 def fresh_copies(urls: list[str]) -> tuple[list[str], Path]:
     """The same files under new names at the origin (hard links): a cold cache for them."""
-    from remote_jobqueue.facility import xrootd
-    from remote_jobqueue.facility.config import FacilityConfig
+    from rjq_facility import xrootd
+    from rjq_facility.config import FacilityConfig
 
     data = xrootd.origin_data_dir(FacilityConfig())
     lfn_dir = f"/store/bench/{secrets.token_hex(6)}"
@@ -80,8 +80,8 @@ def fresh_copies(urls: list[str]) -> tuple[list[str], Path]:
 
 def forget_copies(directory: Path) -> None:
     """Remove the hard links, and what the hub cache kept of them."""
-    from remote_jobqueue.facility import xrootd
-    from remote_jobqueue.facility.config import FacilityConfig
+    from rjq_facility import xrootd
+    from rjq_facility.config import FacilityConfig
 
     cache = xrootd.root_dir(FacilityConfig()) / "cache-hub" / "cache"
     for path in [directory, *cache.rglob(directory.name)]:
@@ -136,7 +136,7 @@ def measure(scenario: Scenario, engine: str, runs: int, files: int | None, site:
 
 # The orchestrating side: every scenario in a child process, then table and plot ----------
 def child_env(scenario: Scenario) -> dict[str, str]:
-    from remote_jobqueue.facility import lifecycle
+    from rjq_facility import lifecycle
 
     env = {**os.environ, **lifecycle.env(user="alice")}
     if scenario.data == "origin":

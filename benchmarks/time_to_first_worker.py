@@ -68,7 +68,7 @@ def time_jobqueue(site: str, cfg, spool: bool = False) -> float:
 
 def wait_for_empty_queue(timeout: float = 60) -> None:
     from remote_jobqueue import schedd as sched
-    from remote_jobqueue.facility.config import FacilityConfig
+    from rjq_facility.config import FacilityConfig
 
     cfg = FacilityConfig()
     schedd = sched.locate(f"{cfg.hub_address}:{cfg.collector_port}", cfg.schedd_name)

@@ -18,9 +18,9 @@ from rich.table import Table
 
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
-from remote_jobqueue.facility import dataset, lifecycle
-from remote_jobqueue.facility.config import FacilityConfig
 from remote_jobqueue.spec import condor_environment
+from rjq_facility import dataset, lifecycle
+from rjq_facility.config import FacilityConfig
 
 JOB = """\
 import json, os, socket, runpy, sys, io, contextlib

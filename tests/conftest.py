@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from remote_jobqueue.facility import lifecycle
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import lifecycle
+from rjq_facility.config import FacilityConfig
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

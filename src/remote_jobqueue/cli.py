@@ -1,36 +1,76 @@
 """`remote-jobqueue`: the command line of the project.
 
 Subcommands grow with the project; each one is a thin layer over a module that tests can call
-directly.
+directly. Other distributions add subcommands through entry points (`COMMANDS_GROUP`): the
+development facility's `remote-jobqueue facility ...` comes from ``remote-jobqueue-facility``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import shlex
 import sys
 from collections.abc import Iterator
+from importlib.metadata import EntryPoint, entry_points
 
 import click
 
+#: Entry-point group of extra subcommands other distributions add (each a `click.Command`);
+#: the development facility's `facility` group is one.
+COMMANDS_GROUP = "remote_jobqueue.commands"
 
-@click.group()
+
+class _Main(click.Group):
+    """The top-level group: its own commands, then those of the `COMMANDS_GROUP` entry points.
+
+    An entry point is loaded only when its command is listed or run, and its own commands win
+    over a plugin's of the same name. One that cannot be loaded is left out with a warning, so
+    a broken plugin never breaks the commands of the product.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugin_entry_points()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        entry_point = _plugin_entry_points().get(cmd_name)
+        if entry_point is None:
+            return None
+        try:
+            command = entry_point.load()
+        except Exception as err:
+            click.secho(
+                f"warning: command {cmd_name!r} ({entry_point.value}) cannot be loaded: {err}",
+                fg="yellow",
+                err=True,
+            )
+            return None
+        if not isinstance(command, click.Command):
+            click.secho(
+                f"warning: {entry_point.value} is not a click command; {cmd_name!r} left out",
+                fg="yellow",
+                err=True,
+            )
+            return None
+        return command
+
+
+def _plugin_entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="remote-jobqueue")
 def main() -> None:
     """Dask clusters at remote HTCondor sites, through an SSH gateway."""
 
 
-@main.group()
-def facility() -> None:
-    """The development facility: HTCondor pool, XRootD origin and caches, OIDC issuer."""
-
-
 @contextlib.contextmanager
-def _exit_on_error() -> Iterator[None]:
+def exit_on_error() -> Iterator[None]:
     """An error inside ends the command with one red ``error:`` line and exit status 1: what
     fails here (no facility, no token, an unknown site) is for the user to fix, and a traceback
-    would only bury the reason."""
+    would only bury the reason. Public: subcommands of other distributions use it too."""
     try:
         yield
     except Exception as err:
@@ -38,52 +78,9 @@ def _exit_on_error() -> Iterator[None]:
         sys.exit(1)
 
 
-def _to_stderr(msg: str) -> None:
+def to_stderr(msg: str) -> None:
     """Progress goes to stderr, so that stdout stays what the command prints."""
     click.echo(msg, err=True)
-
-
-@facility.command("up")
-def facility_up() -> None:
-    """Bring the facility up (idempotent; reuses a cached root file system)."""
-    from .facility import lifecycle
-
-    with _exit_on_error():
-        lifecycle.up(log=_to_stderr)
-
-
-@facility.command("down")
-def facility_down() -> None:
-    """Stop everything the facility started; leave no process, mount or namespace."""
-    from .facility import lifecycle
-
-    with _exit_on_error():
-        lifecycle.down(log=_to_stderr)
-
-
-@facility.command("status")
-@click.option("--require-down", is_flag=True, help="fail if anything of the facility is left")
-def facility_status(require_down: bool) -> None:
-    """Print what is running, as JSON."""
-    from .facility import lifecycle
-
-    if require_down:
-        left = lifecycle.leftovers()
-        for item in left:
-            click.echo(f"left behind: {item}", err=True)
-        sys.exit(1 if left else 0)
-    click.echo(json.dumps(lifecycle.status(), indent=2))
-
-
-@facility.command("env")
-@click.option("--user", default="alice", show_default=True, help="whose client settings")
-def facility_env(user: str) -> None:
-    """Print `export` lines for a client of the facility (eval them in a shell)."""
-    from .facility import lifecycle
-
-    with _exit_on_error():
-        for key, value in lifecycle.env(user=user).items():
-            click.echo(f"export {key}={shlex.quote(value)}")
 
 
 @main.command("sites")
@@ -94,7 +91,7 @@ def sites_command() -> None:
 
     from . import sites
 
-    with _exit_on_error():
+    with exit_on_error():
         catalogue = sites.catalogue()
     table = Table("site", "shown as", "schedd", "cache", "gateway")
     for name, spec in catalogue.items():
@@ -117,7 +114,7 @@ def clusters_ls(site: str | None) -> None:
 
     from .clusters import list_clusters
 
-    with _exit_on_error():
+    with exit_on_error():
         found = list_clusters(site)
     table = Table("cluster", "site", "scheduler job", "state", "worker jobs", "held", "age")
     for info in found:
@@ -140,7 +137,7 @@ def clusters_stop(cluster_id: str, site: str | None) -> None:
     """Remove every job of CLUSTER_ID (yours only)."""
     from .clusters import stop_cluster
 
-    with _exit_on_error():
+    with exit_on_error():
         removed = stop_cluster(cluster_id, site)
     click.echo(f"removed {removed} job(s) of {cluster_id}")
 

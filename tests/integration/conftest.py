@@ -6,7 +6,7 @@ import dask.config
 import pytest
 
 from remote_jobqueue import schedd as sched
-from remote_jobqueue.facility import lifecycle
+from rjq_facility import lifecycle
 
 
 @pytest.fixture

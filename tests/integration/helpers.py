@@ -8,8 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from remote_jobqueue.facility import lifecycle
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import lifecycle
+from rjq_facility.config import FacilityConfig
 
 
 def user_env(cfg: FacilityConfig, user: str) -> dict[str, str]:

@@ -27,8 +27,8 @@ from typing import Any
 
 import requests
 
-from remote_jobqueue.facility import issuer, lifecycle, scitokens
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import issuer, lifecycle, scitokens
+from rjq_facility.config import FacilityConfig
 
 #: Runtime directories of the test servers (parents must be traversable by the users).
 RUNTIME_BASE = Path("/run/remote-jobqueue-test")

@@ -12,8 +12,8 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from remote_jobqueue.facility import issuer
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import issuer
+from rjq_facility.config import FacilityConfig
 
 #: The secrets tests handled beyond the issuer's own tokens.
 _REMEMBERED: set[str] = set()

@@ -25,7 +25,7 @@ from remote_jobqueue import RemoteHTCondorCluster
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.analysis import dimuon
 from remote_jobqueue.data import data_server, to_url
-from remote_jobqueue.facility import dataset, xrootd
+from rjq_facility import dataset, xrootd
 
 from .helpers import user_env
 

@@ -39,8 +39,8 @@ from remote_jobqueue import (
     UnknownSite,
 )
 from remote_jobqueue import schedd as sched
-from remote_jobqueue.facility import gateway_service, issuer, lifecycle
 from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
+from rjq_facility import gateway_service, issuer, lifecycle
 
 from ..waiting import wait_until
 from .helpers import run_as, user_env

@@ -12,8 +12,8 @@ import pytest
 
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
-from remote_jobqueue.facility import condor, dataset
 from remote_jobqueue.spec import condor_environment
+from rjq_facility import condor, dataset
 
 from .helpers import python_job
 

@@ -22,8 +22,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from remote_jobqueue import tokens
-from remote_jobqueue.facility import issuer
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import issuer
+from rjq_facility.config import FacilityConfig
 
 pytestmark = pytest.mark.integration
 

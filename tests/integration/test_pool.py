@@ -18,8 +18,8 @@ import time
 import pytest
 
 from remote_jobqueue import schedd as sched
-from remote_jobqueue.facility import condor
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import condor
+from rjq_facility.config import FacilityConfig
 
 from .helpers import python_job, run_as
 

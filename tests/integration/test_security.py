@@ -28,7 +28,6 @@ from dask.distributed import Client
 from remote_jobqueue import RemoteHTCondorCluster
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.errors import RemoteJobqueueError
-from remote_jobqueue.facility import gateway_service, issuer, lifecycle
 from remote_jobqueue.gateway import JWTAuthenticator, serve
 from remote_jobqueue.gateway.hostkeys import (
     load_host_keys,
@@ -44,6 +43,7 @@ from remote_jobqueue.gateway.tunnel import (
     renew_login,
 )
 from remote_jobqueue.tokens import TokenFileIgnored, TokenValidator, discover_bearer_token
+from rjq_facility import gateway_service, issuer, lifecycle
 
 from .hub import ensure_host_user, grant_traverse
 from .secrets_seen import CLIENT_LOG, leaks, remember, suite_secrets

@@ -29,8 +29,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from remote_jobqueue.facility import issuer
-from remote_jobqueue.facility.processes import wait_for_port
 from remote_jobqueue.gateway import (
     ReverseForwarder,
     TunnelAuthError,
@@ -39,6 +37,8 @@ from remote_jobqueue.gateway import (
     load_or_create_host_key,
 )
 from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, TokenValidator, write_private_file
+from rjq_facility import issuer
+from rjq_facility.processes import wait_for_port
 
 from .hub import (
     RUNTIME_BASE,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from remote_jobqueue.data import cache_environment, to_url, write_proxy_plugin_conf
-from remote_jobqueue.facility import dataset, xrootd
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import dataset, xrootd
+from rjq_facility.config import FacilityConfig
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remote_jobqueue.data import cache_environment, to_url, write_proxy_plugin_conf
-from remote_jobqueue.facility import dataset
+from rjq_facility import dataset
 
 BRANCHES = {
     "run",

@@ -16,8 +16,8 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remote_jobqueue.facility import condor, network, rootfs
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import condor, network, rootfs
+from rjq_facility.config import FacilityConfig
 
 
 def test_common_config_has_fast_matchmaking_and_chroot_workarounds():

@@ -11,8 +11,8 @@ import socket
 
 import pytest
 
-from remote_jobqueue.facility import lifecycle
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import lifecycle
+from rjq_facility.config import FacilityConfig
 
 
 def test_not_root_is_refused_with_the_reason(monkeypatch):

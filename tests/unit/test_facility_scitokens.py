@@ -10,8 +10,8 @@ from dataclasses import replace
 
 from cryptography import x509
 
-from remote_jobqueue.facility import scitokens
-from remote_jobqueue.facility.config import FacilityConfig
+from rjq_facility import scitokens
+from rjq_facility.config import FacilityConfig
 
 
 def test_mapfile_maps_issuer_and_subject_literally_to_the_pool_identity():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+from rjq_facility.dataset import DATASET_DIR
+
 from ..data import to_url
-from ..facility.dataset import DATASET_DIR
 
 ORIGIN_VARIABLE = "RJQ_XROOTD_ORIGIN"
 

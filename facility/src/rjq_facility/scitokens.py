@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ..tokens import write_private_file
+from remote_jobqueue.tokens import write_private_file
+
 from .config import FacilityConfig
 
 #: Key-cache entries never expire (~100 years): nothing refreshes them over HTTP.
@@ -149,7 +150,7 @@ POOL_AUDIENCE = "remote-jobqueue-pool"
 
 def schedd_config(cfg: FacilityConfig) -> str:
     """Settings for the hub's daemons: accept SCITOKENS besides FS and IDTOKENS."""
-    from ..tokens import WLCG_ANY_AUDIENCE
+    from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE
 
     d = ssl_dir(cfg)
     return f"""\

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..tokens import WLCG_ANY_AUDIENCE
+from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE
+
 from . import processes
 from .config import FacilityConfig
 
@@ -22,7 +23,7 @@ def host_key_path(cfg: FacilityConfig) -> Path:
 
 
 def public_host_key(cfg: FacilityConfig) -> str:
-    from ..gateway.hostkeys import load_or_create_host_key, public_key_text
+    from remote_jobqueue.gateway.hostkeys import load_or_create_host_key, public_key_text
 
     path = host_key_path(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

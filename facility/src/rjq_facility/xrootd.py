@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remote_jobqueue.facility import dataset
-from remote_jobqueue.facility.config import FacilityConfig
-from remote_jobqueue.facility.processes import (
+from rjq_facility import dataset
+from rjq_facility.config import FacilityConfig
+from rjq_facility.processes import (
     kill_group_or_pid,
     pid_of,
     start_daemon,

@@ -11,7 +11,7 @@ reused after: ``signing-key.pem`` (RSA), ``users.json`` (random passwords, opaqu
 ``wlcg.groups``), ``clients.json`` (``jupyterhub`` confidential, ``remote-jobqueue`` public),
 ``refresh-tokens.json`` (SHA-256 hashes of live refresh tokens, so they survive a restart).
 
-Run: ``python -m remote_jobqueue.facility.issuer --state-dir DIR --host H --port P
+Run: ``python -m rjq_facility.issuer --state-dir DIR --host H --port P
 --issuer-url URL``. It never logs a token: only grant types, user names and client ids.
 """
 
@@ -42,11 +42,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.escape import xhtml_escape
 
-from .. import tokens
+from remote_jobqueue import tokens
+
 from .config import FacilityConfig
 from .processes import pid_of, start_daemon, stop_daemon
 
-log = logging.getLogger("remote_jobqueue.facility.issuer")
+log = logging.getLogger("rjq_facility.issuer")
 
 NAME = "issuer"
 PUBLIC_CLIENT = "remote-jobqueue"
@@ -834,7 +835,7 @@ def up(cfg: FacilityConfig, timeout: float = 30.0) -> None:
         argv = [
             sys.executable,
             "-m",
-            "remote_jobqueue.facility.issuer",
+            "rjq_facility.issuer",
             "--state-dir",
             str(cfg.state_dir),
             "--host",

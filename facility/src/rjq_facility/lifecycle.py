@@ -29,7 +29,10 @@ def host_binds() -> list[Path]:
     directory (``mktemp -d``, ``/root``) would be untraversable for the jobs' users, while the
     mount points the chroot gets for these paths are made traversable.
     """
-    package_dir = Path(__file__).resolve().parents[2]
+    import remote_jobqueue
+
+    # Jobs import the product only; this facility's own code runs outside the chroot.
+    package_dir = Path(remote_jobqueue.__file__).resolve().parents[1]
     paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package_dir}
     # Drop paths inside others: one bind mount covers them.
     return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
@@ -240,8 +243,9 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
     """
     import yaml
 
-    from ..data import cache_environment, write_proxy_plugin_conf
-    from ..tokens import write_token_file
+    from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
+    from remote_jobqueue.tokens import write_token_file
+
     from . import issuer
 
     cfg = cfg or FacilityConfig()
