@@ -183,7 +183,7 @@ class RemoteHTCondorCluster(Cluster):
         from .data import job_environment
 
         env = job_environment(self.site.cache) if self.site.cache else {}
-        for key in ("RJQ_XROOTD_ORIGIN",):
+        for key in ("RJQ_XROOTD_ORIGIN", "RJQ_DATASET_DIR"):
             if key in os.environ:
                 env[key] = os.environ[key]
         return env

@@ -246,7 +246,7 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
     from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
     from remote_jobqueue.tokens import write_token_file
 
-    from . import issuer
+    from . import dataset, issuer
 
     cfg = cfg or FacilityConfig()
     if user not in cfg.users:
@@ -267,6 +267,8 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
         "RJQ_FACILITY_USER": user,
         "RJQ_ISSUER_URL": cfg.issuer_url,
         "RJQ_XROOTD_ORIGIN": cfg.origin_url,
+        # What `remote_jobqueue.analysis.files` lists when no files are named.
+        "RJQ_DATASET_DIR": dataset.DATASET_DIR,
         **cache_environment(cfg.hub_cache_url, plugin_dir),
     }
 

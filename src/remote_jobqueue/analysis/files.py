@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import sys
 
-from rjq_facility.dataset import DATASET_DIR
-
 from ..data import to_url
 
 ORIGIN_VARIABLE = "RJQ_XROOTD_ORIGIN"
+#: The dataset's directory (an LFN, ``/store/...``) when none is passed; `facility env` sets it.
+DATASET_VARIABLE = "RJQ_DATASET_DIR"
 
 
 def origin(explicit: str | None = None) -> str:
@@ -26,12 +26,22 @@ def origin(explicit: str | None = None) -> str:
     return found
 
 
-def list_lfns(directory: str = DATASET_DIR, *, at: str | None = None) -> list[str]:
-    """The ``.root`` files under ``directory`` at the origin, sorted (listings are not cached).
+def dataset_dir(explicit: str | None = None) -> str:
+    """The directory (an LFN) of the dataset's files: ``explicit``, else ``$RJQ_DATASET_DIR``."""
+    found = explicit or os.environ.get(DATASET_VARIABLE)
+    if not found:
+        raise LookupError(f"no dataset directory: pass one or set {DATASET_VARIABLE}")
+    return found
+
+
+def list_lfns(directory: str | None = None, *, at: str | None = None) -> list[str]:
+    """The ``.root`` files under ``directory`` (default: :func:`dataset_dir`) at the origin, sorted
+    (listings are not cached).
 
     Lists with ROOT's own XRootD client when ROOT is loaded: ROOT bundles an XRootD 5 client,
     and loading the Python ``XRootD`` (6.x) bindings next to it crashes the process.
     """
+    directory = dataset_dir(directory)
     if "ROOT" in sys.modules:
         names = _list_with_root(to_url(directory, origin(at)))
     else:
@@ -66,6 +76,6 @@ def _list_with_root(url: str) -> list[str]:
 def urls(
     lfns: list[str] | None = None, *, at: str | None = None, limit: int | None = None
 ) -> list[str]:
-    """Origin URLs of ``lfns`` (default: the facility dataset), the first ``limit`` of them."""
+    """Origin URLs of ``lfns`` (default: the files of :func:`dataset_dir`), the first ``limit``."""
     names = list_lfns(at=at) if lfns is None else list(lfns)
     return [to_url(name, origin(at)) for name in names[:limit]]
