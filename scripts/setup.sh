@@ -27,11 +27,14 @@ fi
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 stamp=.venv/.rjq-installed
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$(cat pyproject.toml facility/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup.sh: installing the project into .venv" >&2
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
     .venv/bin/pip install -q -U pip
     .venv/bin/pip install -q -e ".[dev]"
+    # [dev] installs the development facility (facility/) as a copy; make it editable too, so
+    # its daemons run this checkout's code (pip refuses both forms in one command).
+    .venv/bin/pip install -q --no-deps -e ./facility
     echo "$want" > "$stamp"
 fi
