@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # g++: ROOT's C++ interpreter needs the C/C++ headers and a compiler driver to find them.
+# podman + runc: the images of docker/ are built and run without a Docker engine.
 SYSTEM_PACKAGES=(debootstrap iproute2 nftables xrootd-server xrootd-server-plugins
-                 xrootd-client xrootd-client-plugins curl g++)
+                 xrootd-client xrootd-client-plugins curl g++ podman runc)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (the facility needs namespaces, chroot and mounts)" >&2
@@ -23,6 +24,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# podman's default runtime (crun) fails on these machines' hybrid cgroups, and its default
+# ulimits are refused: runc and explicit limits, in a drop-in of our own.
+mkdir -p /etc/containers/containers.conf.d
+cat > /etc/containers/containers.conf.d/remote-jobqueue.conf <<'CONF'
+# Written by remote-jobqueue's scripts/setup.sh.
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+CONF
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3

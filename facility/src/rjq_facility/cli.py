@@ -65,3 +65,13 @@ def facility_env(user: str) -> None:
 
 if __name__ == "__main__":
     facility()
+
+
+@facility.command("images")
+def facility_images() -> None:
+    """Build the images of docker/ with podman (cached by content); print name and tag."""
+    from . import images
+
+    with exit_on_error():
+        for name, tag in images.ensure_images(log=to_stderr).items():
+            click.echo(f"{name} {tag}")

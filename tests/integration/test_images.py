@@ -1,0 +1,124 @@
+"""The images of ``docker/``, built here with podman from a debootstrap base, and run.
+
+Specification (issue "The dockerized mini pool"): the README's test command builds every image
+the facility uses from ``docker/`` (cached by content: a second build is a lookup). The condor
+image makes a pool: a central manager with the schedd, and an execute node of a named site on
+a podman network, which joins with its ``SiteName`` and runs a user's job. Nothing of the test
+is left afterwards: no container, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rjq_facility import images
+
+pytestmark = pytest.mark.timeout(900)
+
+LABEL = "org.remote-jobqueue.test"
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, str]:
+    return images.ensure_images()
+
+
+def test_every_image_builds_and_a_second_build_is_a_lookup(built):
+    assert set(built) == set(images.IMAGES)
+    started = time.monotonic()
+    assert images.ensure_images() == built
+    assert time.monotonic() - started < 10
+
+
+def test_the_images_hold_htcondor_23_and_xrootd_5(built):
+    assert "$CondorVersion: 23." in podman("run", "--rm", built["condor"], "condor_version")
+    assert podman("run", "--rm", built["xrootd"], "xrootd", "-v").strip().startswith("v5.")
+
+
+@pytest.fixture
+def pool_files(tmp_path: Path) -> Path:
+    """What the facility mounts into every node: shared settings and the pool's password."""
+    (tmp_path / "passwords.d").mkdir(mode=0o700)
+    password = base64.b64encode(secrets.token_bytes(32)).decode()
+    pool = tmp_path / "passwords.d" / "POOL"
+    pool.write_text(password)
+    pool.chmod(0o600)
+    (tmp_path / "90-facility.conf").write_text(
+        "SEC_DEFAULT_AUTHENTICATION_METHODS = FS, PASSWORD\n"
+        "ALLOW_DAEMON = condor_pool@*\n"
+        "ALLOW_WRITE = *\n"
+        "NEGOTIATOR_INTERVAL = 2\nSCHEDD_INTERVAL = 2\nUPDATE_INTERVAL = 2\n"
+    )
+    return tmp_path
+
+
+def _wait(what: str, check, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}"
+        time.sleep(1)
+
+
+def test_the_condor_image_makes_a_pool_that_runs_a_job_at_the_named_site(built, pool_files):
+    run_id = uuid.uuid4().hex[:8]
+    network = f"rjq-test-{run_id}"
+    mounts = [
+        "-v", f"{pool_files / '90-facility.conf'}:/etc/condor/config.d/90-facility.conf:ro",
+        "-v", f"{pool_files / 'passwords.d'}:/etc/condor/passwords.d:ro",
+    ]  # fmt: skip
+    podman("network", "create", "--subnet", "10.213.95.0/24", "--label", LABEL, network)
+    try:
+        for name, ip, env in [
+            ("cm", "10.213.95.10", ["-e", "RJQ_ROLE=central-manager"]),
+            ("t2-x", "10.213.95.11", ["-e", "RJQ_ROLE=execute", "-e", "RJQ_SITE=T2_X"]),
+        ]:
+            podman(
+                "run", "-d", "--name", f"{network}-{name}", "--label", LABEL,
+                "--network", network, "--ip", ip,
+                "-e", "RJQ_CONDOR_HOST=10.213.95.10", *env, *mounts, built["condor"],
+            )  # fmt: skip
+        cm = f"{network}-cm"
+        slots = _wait(
+            "the execute node joins",
+            lambda: podman("exec", cm, "condor_status", "-af", "SiteName", check=False).strip(),
+        )
+        assert slots == "T2_X"
+        submit = (
+            "executable = /bin/hostname\ntransfer_executable = false\noutput = out.txt\n"
+            'should_transfer_files = YES\nrequirements = SiteName == "T2_X"\nqueue\n'
+        )
+        podman(
+            "exec", cm, "su", "alice", "-s", "/bin/sh", "-c",
+            f"cd ~ && printf '{submit}' > job.sub && condor_submit job.sub",
+        )  # fmt: skip
+        out = _wait(
+            "the job runs at T2_X and its output comes back",
+            lambda: podman("exec", cm, "cat", "/home/alice/out.txt", check=False).strip(),
+        )
+        execute_host = podman("exec", f"{network}-t2-x", "hostname").strip()
+        assert out == execute_host
+    finally:
+        ids = podman("ps", "-aq", "--filter", f"label={LABEL}").split()
+        if ids:
+            podman("rm", "-f", *ids, timeout=60)
+        podman("network", "rm", network, check=False)
+    assert podman("ps", "-aq", "--filter", f"label={LABEL}").split() == []
+    networks = podman("network", "ls", "--format", "{{.Name}}").split()
+    assert not [n for n in networks if n.startswith("rjq-test-")]
