@@ -11,6 +11,7 @@ from .errors import (
     SchedulerJobHeld,
     StartTimeout,
     UnknownSite,
+    VersionMismatch,
 )
 
 __version__ = "0.1.0"
@@ -25,4 +26,5 @@ __all__ = [
     "SchedulerJobHeld",
     "StartTimeout",
     "UnknownSite",
+    "VersionMismatch",
 ]

@@ -124,7 +124,7 @@ class RemoteHTCondorCluster(Cluster):
             memory=settings["memory"],
             processes=settings["processes"],
             disk=settings["disk"],
-            python=settings["python"] or sys.executable,
+            python=self._python(settings["python"]),
             worker_extra_args=tuple(settings["worker-extra-args"] or ()),
             job_extra_directives=extra,
             requirements=self.site.requirements,
@@ -175,6 +175,18 @@ class RemoteHTCondorCluster(Cluster):
                 raise
 
     # Construction helpers -------------------------------------------------------------
+    def _python(self, chosen: str | None) -> str:
+        """The interpreter jobs run: chosen, else the site's; local processes use ours."""
+        if chosen or self.site.python:
+            return chosen or self.site.python  # type: ignore[return-value]
+        if self.site.is_local:
+            return sys.executable
+        raise RemoteJobqueueError(
+            f"site {self.site.name} does not say which Python its jobs run: set the site's "
+            "python in the site catalogue (its worker image's, or its software area's), or "
+            "remote-jobqueue.python"
+        )
+
     def _data_environment(self) -> dict[str, str]:
         """XRootD settings for jobs: the site's nearest cache (see `remote_jobqueue.data`).
 
@@ -236,6 +248,7 @@ class RemoteHTCondorCluster(Cluster):
             else:
                 address = await self._start_remote()
             self.scheduler_comm = rpc(address, connection_args=self._connection_args)
+            await self._check_versions()
             await super()._start()
         except BaseException as err:
             self.progress.update("failed", str(err)[:200])
@@ -404,6 +417,14 @@ class RemoteHTCondorCluster(Cluster):
             self._local_port = UnixSocketPort(info["dashboard_socket"])
             self._local_dashboard = f"127.0.0.1:{await self._local_port.start()}"
         return info["scheduler"]
+
+    async def _check_versions(self) -> None:
+        from distributed.versions import get_versions
+
+        from . import versions
+
+        site = await asyncio.wait_for(self.scheduler_comm.versions(), 30)
+        versions.check(get_versions(), site, self.site.name)
 
     # Running --------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -55,3 +55,7 @@ class ClusterLost(RemoteJobqueueError):
 
 class GatewayError(RemoteJobqueueError):
     """The SSH gateway refused us or cannot be reached."""
+
+
+class VersionMismatch(RemoteJobqueueError):
+    """The site's Python or Dask stack differs from the client's (see `versions.py`)."""

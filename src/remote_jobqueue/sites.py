@@ -31,6 +31,7 @@ class SiteSpec:
     gateway: str | None = None
     gateway_host_key: str | None = None
     image: str | None = None
+    python: str | None = None
     label: str | None = None
 
     @property

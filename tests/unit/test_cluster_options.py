@@ -70,7 +70,7 @@ def test_settings_outside_the_schema_are_refused_before_anything_starts(kwargs, 
 
 
 def test_a_remote_site_without_gateway_is_refused():
-    sites_cfg = {"remote-jobqueue.sites": {"T2_A": {"schedd": "s"}}}
+    sites_cfg = {"remote-jobqueue.sites": {"T2_A": {"schedd": "s", "python": "/usr/bin/python3"}}}
     with (
         dask.config.set(sites_cfg),
         pytest.raises(RemoteJobqueueError, match="site T2_A has no gateway configured") as err,
@@ -80,7 +80,7 @@ def test_a_remote_site_without_gateway_is_refused():
 
 
 async def test_defaults_come_from_dask_config():
-    site = {"schedd": "s", "collector": "c:9618", "gateway": "g:22"}
+    site = {"schedd": "s", "collector": "c:9618", "gateway": "g:22", "python": "/sw/python"}
     settings = {
         "remote-jobqueue.sites": {"T2_A": site},
         "remote-jobqueue.site": "T2_A",
@@ -145,7 +145,9 @@ def test_condor_arguments_keep_every_argument_intact(argv):
 
 
 _SITE = {
-    "remote-jobqueue.sites": {"T2_A": {"schedd": "s", "collector": "c:9618", "gateway": "g:22"}}
+    "remote-jobqueue.sites": {
+        "T2_A": {"schedd": "s", "collector": "c:9618", "gateway": "g:22", "python": "/sw/python"}
+    }
 }
 
 
@@ -166,3 +168,22 @@ async def test_the_scheduler_job_holds_a_resident_workers_resources(resident, ex
     desc = cluster.scheduler_job_description()
     assert {k: desc[k] for k in expected} == expected
     assert cluster.bundle_spec().resident_worker is resident
+
+
+def test_a_remote_site_that_names_no_python_is_refused_at_once():
+    """The client's interpreter path means nothing on a worker node: no silent default."""
+    sites_cfg = {"remote-jobqueue.sites": {"T2_A": {"schedd": "s", "gateway": "g:22"}}}
+    with (
+        dask.config.set(sites_cfg),
+        pytest.raises(RemoteJobqueueError, match="site T2_A does not say which Python"),
+    ):
+        RemoteHTCondorCluster(site="T2_A", quiet=True)
+
+
+async def test_the_sites_python_is_what_jobs_run_unless_one_is_chosen():
+    with dask.config.set(_SITE):
+        # Constructed inside a running loop and never awaited: nothing is submitted.
+        cluster = RemoteHTCondorCluster(site="T2_A", asynchronous=True)
+        assert cluster.worker_spec.python == "/sw/python"
+        chosen = RemoteHTCondorCluster(site="T2_A", python="/opt/py/bin/python", asynchronous=True)
+        assert chosen.worker_spec.python == "/opt/py/bin/python"

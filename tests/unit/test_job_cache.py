@@ -81,7 +81,13 @@ def test_workers_preload_the_cache_setup_only_when_they_have_a_cache():
 
 async def test_a_cluster_sends_its_sites_cache_to_the_scheduler_and_worker_jobs(monkeypatch):
     monkeypatch.setenv("XRD_PLUGINCONFDIR", "/only/on/the/client")
-    site = {"schedd": "s", "collector": "c:9618", "gateway": "g:22", "cache": CACHE}
+    site = {
+        "schedd": "s",
+        "collector": "c:9618",
+        "gateway": "g:22",
+        "cache": CACHE,
+        "python": "/sw/py",
+    }
     with dask.config.set({"remote-jobqueue.sites": {"T2_A": site}}):
         # Constructed inside a running loop and never awaited: nothing is submitted.
         cluster = RemoteHTCondorCluster(site="T2_A", asynchronous=True)

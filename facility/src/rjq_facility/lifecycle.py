@@ -220,6 +220,9 @@ def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
             "cache": cfg.cache_url_for(site.name),
             "gateway": cfg.gateway,
             "gateway-host-key": host_key,
+            # The pool's nodes see this host's Python at the same path, read-only: the
+            # facility's software area (as CVMFS serves a real one).
+            "python": sys.executable,
             "label": f"HTCondor-{site.name}",
         }
         for site in cfg.sites
