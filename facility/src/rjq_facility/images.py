@@ -119,3 +119,31 @@ def ensure_images(cfg: FacilityConfig | None = None, log: Log = print) -> dict[s
     """Every image of :data:`IMAGES`, built where missing: name → tag."""
     cfg = cfg or FacilityConfig()
     return {name: ensure_image(cfg, name, log) for name in IMAGES}
+
+
+#: Labels on every container and network the facility or its tests make.
+LABELS = ("org.remote-jobqueue.facility", "org.remote-jobqueue.test")
+
+
+def _listed(*args: str, field: str = "Name") -> list[str]:
+    if shutil.which("podman") is None:
+        return []
+    names: list[str] = []
+    for label in LABELS:
+        proc = subprocess.run(
+            ["podman", *args, "--filter", f"label={label}", "--format", f"{{{{.{field}}}}}"],
+            capture_output=True,
+            text=True,
+        )
+        names += proc.stdout.split()
+    return sorted(set(names))
+
+
+def containers() -> list[str]:
+    """The facility's (and its tests') containers on this machine, running or not."""
+    return _listed("ps", "-a", field="Names")
+
+
+def networks() -> list[str]:
+    """The facility's (and its tests') podman networks on this machine."""
+    return _listed("network", "ls")

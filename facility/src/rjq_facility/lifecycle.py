@@ -293,4 +293,8 @@ def leftovers(cfg: FacilityConfig | None = None) -> list[str]:
         pid = processes.pid_of(pidfile.stem, cfg.run)
         if pid:
             found.append(f"process {pid} ({pidfile.stem})")
+    from . import images
+
+    found += [f"container {name}" for name in images.containers()]
+    found += [f"podman network {name}" for name in images.networks()]
     return found
