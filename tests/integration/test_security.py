@@ -20,8 +20,10 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import asyncssh
+import dask.config
 import pytest
 from dask.distributed import Client
 
@@ -114,21 +116,13 @@ def local_cluster(bob_on_this_host):
     # The notebook's environment holds tokens; a task must not be able to read them.
     hub_token = "hub-token-of-the-owner-" + uuid.uuid4().hex
     remember(hub_token)
-    saved = {k: os.environ.get(k) for k in ("JUPYTERHUB_API_TOKEN", "BEARER_TOKEN")}
-    os.environ.update(JUPYTERHUB_API_TOKEN=hub_token, BEARER_TOKEN=hub_token)
-    try:
-        with (
-            RemoteHTCondorCluster(site="local", n_workers=1, quiet=True) as cluster,
-            Client(cluster) as client,
-        ):
-            client.wait_for_workers(1, timeout=60)
-            yield cluster, client, hub_token
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (
+        mock.patch.dict(os.environ, JUPYTERHUB_API_TOKEN=hub_token, BEARER_TOKEN=hub_token),
+        RemoteHTCondorCluster(site="local", n_workers=1, quiet=True) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(1, timeout=60)
+        yield cluster, client, hub_token
 
 
 def test_another_user_without_tls_cannot_reach_a_local_scheduler(local_cluster):
@@ -188,25 +182,15 @@ def test_a_local_clusters_files_are_its_owners_alone(local_cluster):
 @pytest.fixture(scope="module")
 def remote_cluster(facility, bob_on_this_host):
     env = lifecycle.env(facility, "alice")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     sched.use_config(env["CONDOR_CONFIG"])
-    import dask.config
-
     settings = lifecycle.client_dask_config(facility, "alice")["remote-jobqueue"]
-    try:
-        with (
-            dask.config.set({f"remote-jobqueue.{k}": v for k, v in settings.items()}),
-            RemoteHTCondorCluster(site="T2_LOCAL", quiet=True) as cluster,
-        ):
-            remember(cluster._claim_secret)
-            yield cluster
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (
+        mock.patch.dict(os.environ, env),
+        dask.config.set({f"remote-jobqueue.{k}": v for k, v in settings.items()}),
+        RemoteHTCondorCluster(site="T2_LOCAL", quiet=True) as cluster,
+    ):
+        remember(cluster._claim_secret)
+        yield cluster
 
 
 def test_another_user_cannot_use_a_tunnels_local_ports(remote_cluster):
