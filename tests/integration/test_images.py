@@ -10,6 +10,7 @@ is left afterwards: no container, no network.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import subprocess
 import time
@@ -123,3 +124,82 @@ def test_the_condor_image_makes_a_pool_that_runs_a_job_at_the_named_site(built, 
     assert podman("ps", "-aq", "--filter", f"label={LABEL}").split() == []
     networks = podman("network", "ls", "--format", "{{.Name}}").split()
     assert not [n for n in networks if n.startswith("rjq-test-")]
+
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
+
+
+def compose(env: dict[str, str], *args: str, timeout: float = 240) -> str:
+    import shutil
+    import sys
+
+    tool = shutil.which("podman-compose", path=str(Path(sys.executable).parent))
+    done = subprocess.run(
+        [tool or "podman-compose", "-f", str(COMPOSE), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_compose_file_runs_the_pool_with_its_sites_behind_nat(built, pool_files, tmp_path):
+    """What `docker compose up` gives anyone: three sites join, T2_A's and T2_B's only behind
+    their NAT router (an internal network, CCB for the schedd's connections), and a job of
+    alice runs at T2_A; the hub side has no way into a site; `down` leaves nothing."""
+    for name in ("xrootd", "data"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "xrootd" / "origin.cfg").write_text("")
+    (tmp_path / "xrootd" / "cache.cfg").write_text("")
+    env = {
+        "RJQ_POOL_CONFIG": str(pool_files),
+        "RJQ_XROOTD_CONFIG": str(tmp_path / "xrootd"),
+        "RJQ_DATASET": str(tmp_path / "data"),
+        "RJQ_CONDOR_IMAGE": built["condor"],
+        "RJQ_XROOTD_IMAGE": built["xrootd"],
+        "RJQ_NAT_IMAGE": built["nat"],
+    }
+    cm = "rjq-facility_central-manager_1"
+    compose(env, "up", "-d")
+    try:
+        sites = _wait(
+            "all three sites join",
+            lambda: (
+                sorted(podman("exec", cm, "condor_status", "-af", "SiteName").split())
+                == ["T2_A", "T2_B", "T2_LOCAL"]
+            ),
+        )
+        assert sites
+        t2a = podman("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                     "rjq-facility_t2-a_1").strip()  # fmt: skip
+        assert t2a.startswith("10.213.81.")
+        assert "default via 10.213.81.254" in podman("exec", "rjq-facility_t2-a_1", "ip", "route")
+        # The hub side has no way in: the connection fails at once, no packet leaves.
+        probe = podman(
+            "exec", cm, "python3", "-c",
+            f"import socket\ntry:\n socket.create_connection(('{t2a}', 9618), 5)\n"
+            " print('CONNECTED')\nexcept OSError as e:\n print('REFUSED', e.errno)",
+            check=False,
+        )  # fmt: skip
+        assert "REFUSED 113" in probe or "REFUSED 101" in probe, probe  # no route to host
+        submit = (
+            "executable = /bin/hostname\ntransfer_executable = false\noutput = out.txt\n"
+            'should_transfer_files = YES\nrequirements = SiteName == "T2_A"\nqueue\n'
+        )
+        podman(
+            "exec", cm, "su", "alice", "-s", "/bin/sh", "-c",
+            f"cd ~ && printf '{submit}' > job.sub && condor_submit job.sub",
+        )  # fmt: skip
+        out = _wait(
+            "alice's job runs at T2_A, behind its NAT, and its output comes back",
+            lambda: podman("exec", cm, "cat", "/home/alice/out.txt", check=False).strip(),
+        )
+        assert out == podman("exec", "rjq-facility_t2-a_1", "hostname").strip()
+    finally:
+        compose(env, "down")
+    names = podman("ps", "-a", "--format", "{{.Names}}").split()
+    assert not [n for n in names if n.startswith("rjq-facility_")]
+    networks = podman("network", "ls", "--format", "{{.Name}}").split()
+    assert not [n for n in networks if n.startswith("rjq-facility_")]

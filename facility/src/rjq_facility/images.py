@@ -22,7 +22,7 @@ from .rootfs import ProvisioningError, host_debian_mirror
 
 #: The images of docker/ the facility builds, in build order (``worker`` needs a published
 #: remote-jobqueue or a wheel, and the facility serves software from a read-only area instead).
-IMAGES = ("condor", "xrootd")
+IMAGES = ("condor", "xrootd", "nat")
 #: Bump when the base recipe below changes in a way the key does not already see.
 BASE_RECIPE_VERSION = 1
 
