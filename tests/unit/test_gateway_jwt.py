@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,6 @@ from .jwt_issuer import AUD, Issuer
 pytestmark = pytest.mark.timeout(20)
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[Issuer]:
-    issuer = Issuer()
-    yield issuer
-    issuer.server.shutdown()
-    issuer.server.server_close()
-
-
 @pytest.fixture
 def authenticator(issuer: Issuer) -> JWTAuthenticator:
     return JWTAuthenticator(TokenValidator(issuer.url, AUD, leeway=0))
@@ -63,9 +55,15 @@ async def gateway(tmp_path: Path, authenticator: JWTAuthenticator) -> AsyncItera
         yield gateway
 
 
-async def login(gateway: Gateway, tmp_path: Path, token: str, username: str = "token") -> None:
+async def connect(
+    gateway: Gateway, tmp_path: Path, token: str, username: str = "token"
+) -> asyncssh.SSHClientConnection:
     keys = load_host_keys(public_key_text(load_or_create_host_key(tmp_path / "host_key")))
-    conn = await connect_gateway(f"127.0.0.1:{gateway.port}", keys, token, username=username)
+    return await connect_gateway(f"127.0.0.1:{gateway.port}", keys, token, username=username)
+
+
+async def login(gateway: Gateway, tmp_path: Path, token: str, username: str = "token") -> None:
+    conn = await connect(gateway, tmp_path, token, username)
     conn.close()
     await conn.wait_closed()
 
@@ -197,11 +195,6 @@ async def test_refusals_reach_the_client_and_never_log_the_token(
 
 
 # A login lasts as long as its token -----------------------------------------------------------
-
-
-async def connect(gateway: Gateway, tmp_path: Path, token: str) -> asyncssh.SSHClientConnection:
-    keys = load_host_keys(public_key_text(load_or_create_host_key(tmp_path / "host_key")))
-    return await connect_gateway(f"127.0.0.1:{gateway.port}", keys, token)
 
 
 @pytest.mark.security

@@ -10,7 +10,7 @@ token leaves the file as it was, and the client is told, so it offers the token 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,13 +30,6 @@ from remote_jobqueue.tokens import TokenValidator
 from .jwt_issuer import AUD, Issuer
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[Issuer]:
-    issuer = Issuer()
-    yield issuer
-    issuer.close()
 
 
 @pytest_asyncio.fixture(loop_scope="function")
