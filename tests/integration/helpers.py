@@ -55,3 +55,23 @@ def python_job(code: str, workdir: Path, **extra: str) -> dict[str, str]:
         "job_machine_attrs": "SiteName",
         **extra,
     }
+
+
+async def gateway_refusal(cfg: FacilityConfig, token: str, cluster_id: str):
+    """What the facility's gateway answers (an `asyncssh.ChannelOpenError`) when this token's
+    owner asks for ``cluster_id``'s scheduler; fails the test if the channel opens."""
+    import asyncssh
+    import pytest
+
+    from remote_jobqueue.gateway.hostkeys import load_host_keys
+    from remote_jobqueue.gateway.tunnel import connect_gateway
+    from rjq_facility import gateway_service
+
+    keys = load_host_keys(gateway_service.public_host_key(cfg))
+    conn = await connect_gateway(cfg.gateway, keys, token)
+    try:
+        with pytest.raises(asyncssh.ChannelOpenError) as refused:
+            await conn.open_connection(cluster_id, 8786)
+        return refused.value
+    finally:
+        conn.close()

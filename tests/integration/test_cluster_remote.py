@@ -43,7 +43,7 @@ from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
 from rjq_facility import gateway_service, issuer, lifecycle
 
 from ..waiting import wait_until
-from .helpers import run_as, user_env
+from .helpers import gateway_refusal, run_as, user_env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -160,21 +160,6 @@ async def _reaches_scheduler(tunnel: Tunnel, security) -> bool:
         return (await asyncio.wait_for(r.identity(), 15))["type"] == "Scheduler"
 
 
-async def _gateway_refusal(facility, token: str, cluster_id: str) -> asyncssh.ChannelOpenError:
-    """What the gateway answers when this token's owner asks for ``cluster_id``'s scheduler."""
-    from remote_jobqueue.gateway.hostkeys import load_host_keys
-    from remote_jobqueue.gateway.tunnel import connect_gateway
-
-    keys = load_host_keys(gateway_service.public_host_key(facility))
-    conn = await connect_gateway(facility.gateway, keys, token)
-    try:
-        with pytest.raises(asyncssh.ChannelOpenError) as refused:
-            await conn.open_connection(cluster_id, 8786)
-        return refused.value
-    finally:
-        conn.close()
-
-
 @pytest.mark.security
 def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
     import asyncio
@@ -189,7 +174,7 @@ def test_other_users_and_bad_tokens_cannot_reach_a_cluster(facility, alice):
                 assert await _reaches_scheduler(own, cluster.security)
 
             bob_token = issuer.password_grant(facility, "bob", audience=aud)["access_token"]
-            refusal = await _gateway_refusal(facility, bob_token, cid)
+            refusal = await gateway_refusal(facility, bob_token, cid)
             assert refusal.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
             assert refusal.reason == f"no cluster {cid!r} with port 8786 registered for you"
 

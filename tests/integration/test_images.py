@@ -78,6 +78,22 @@ def _wait(what: str, check, timeout: float = 90) -> str:
         time.sleep(1)
 
 
+def _hostname_job(cm: str, site: str) -> str:
+    """Submit ``hostname`` as alice on the central manager ``cm`` to ``site``; its output."""
+    submit = (
+        "executable = /bin/hostname\ntransfer_executable = false\noutput = out.txt\n"
+        f'should_transfer_files = YES\nrequirements = SiteName == "{site}"\nqueue\n'
+    )
+    podman(
+        "exec", cm, "su", "alice", "-s", "/bin/sh", "-c",
+        f"cd ~ && printf '{submit}' > job.sub && condor_submit job.sub",
+    )  # fmt: skip
+    return _wait(
+        f"alice's job runs at {site} and its output comes back",
+        lambda: podman("exec", cm, "cat", "/home/alice/out.txt", check=False).strip(),
+    )
+
+
 def test_the_condor_image_makes_a_pool_that_runs_a_job_at_the_named_site(built, pool_files):
     run_id = uuid.uuid4().hex[:8]
     network = f"rjq-test-{run_id}"
@@ -102,18 +118,7 @@ def test_the_condor_image_makes_a_pool_that_runs_a_job_at_the_named_site(built, 
             lambda: podman("exec", cm, "condor_status", "-af", "SiteName", check=False).strip(),
         )
         assert slots == "T2_X"
-        submit = (
-            "executable = /bin/hostname\ntransfer_executable = false\noutput = out.txt\n"
-            'should_transfer_files = YES\nrequirements = SiteName == "T2_X"\nqueue\n'
-        )
-        podman(
-            "exec", cm, "su", "alice", "-s", "/bin/sh", "-c",
-            f"cd ~ && printf '{submit}' > job.sub && condor_submit job.sub",
-        )  # fmt: skip
-        out = _wait(
-            "the job runs at T2_X and its output comes back",
-            lambda: podman("exec", cm, "cat", "/home/alice/out.txt", check=False).strip(),
-        )
+        out = _hostname_job(cm, "T2_X")
         execute_host = podman("exec", f"{network}-t2-x", "hostname").strip()
         assert out == execute_host
     finally:
@@ -184,18 +189,7 @@ def test_the_compose_file_runs_the_pool_with_its_sites_behind_nat(built, pool_fi
             check=False,
         )  # fmt: skip
         assert "REFUSED 113" in probe or "REFUSED 101" in probe, probe  # no route to host
-        submit = (
-            "executable = /bin/hostname\ntransfer_executable = false\noutput = out.txt\n"
-            'should_transfer_files = YES\nrequirements = SiteName == "T2_A"\nqueue\n'
-        )
-        podman(
-            "exec", cm, "su", "alice", "-s", "/bin/sh", "-c",
-            f"cd ~ && printf '{submit}' > job.sub && condor_submit job.sub",
-        )  # fmt: skip
-        out = _wait(
-            "alice's job runs at T2_A, behind its NAT, and its output comes back",
-            lambda: podman("exec", cm, "cat", "/home/alice/out.txt", check=False).strip(),
-        )
+        out = _hostname_job(cm, "T2_A")  # behind its NAT
         assert out == podman("exec", "rjq-facility_t2-a_1", "hostname").strip()
     finally:
         compose(env, "down")

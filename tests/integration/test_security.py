@@ -47,6 +47,7 @@ from remote_jobqueue.gateway.tunnel import (
 from remote_jobqueue.tokens import TokenFileIgnored, TokenValidator, discover_bearer_token
 from rjq_facility import gateway_service, issuer, lifecycle
 
+from .helpers import gateway_refusal
 from .hub import ensure_host_user, grant_traverse
 from .secrets_seen import CLIENT_LOG, leaks, remember, suite_secrets
 
@@ -291,17 +292,7 @@ def _namesake_token(facility) -> str:
 
 def test_a_namesake_of_the_owner_cannot_reach_their_cluster(facility, remote_cluster):
     cid = remote_cluster.cluster_id
-
-    async def attack() -> asyncssh.ChannelOpenError:
-        conn = await connect_gateway(facility.gateway, _keys(facility), _namesake_token(facility))
-        try:
-            with pytest.raises(asyncssh.ChannelOpenError) as refused:
-                await conn.open_connection(cid, 8786)
-            return refused.value
-        finally:
-            conn.close()
-
-    refusal = asyncio.run(attack())
+    refusal = asyncio.run(gateway_refusal(facility, _namesake_token(facility), cid))
     assert refusal.reason == f"no cluster {cid!r} with port 8786 registered for you"
 
 
