@@ -2,7 +2,7 @@
 
 `dask_jobqueue.HTCondorCluster`, the alternative users would pick, drives HTCondor through
 `condor_submit` / `condor_q` / `condor_rm`. The client machine has only the Python bindings, so
-thin wrappers run the pool's own commands inside its root file system, as the same user token.
+thin wrappers run the pool's own commands in its container, as the same user token.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from rjq_facility import lifecycle
+from rjq_facility import condor, lifecycle
 from rjq_facility.config import FacilityConfig
 
 CONDOR_COMMANDS = ("condor_submit", "condor_q", "condor_rm", "condor_status")
@@ -37,19 +37,22 @@ def use_facility(user: str = "alice") -> FacilityConfig:
 def install_condor_commands(cfg: FacilityConfig) -> Path:
     """Put wrappers for HTCondor's commands on PATH; return the directory they live in.
 
-    The chroot sees the facility's state directory at the same path, so temporary submit
-    files go there (``TMPDIR``), where the commands inside can read them.
+    The pool's container sees the facility's state directory at the same path, so temporary
+    submit files go there (``TMPDIR``), where the commands inside can read them; they run with
+    the caller's client configuration (``CONDOR_CONFIG``: the user's token).
     """
-    root = lifecycle.current_root(cfg)
-    if root is None:
-        raise RuntimeError("no facility root file system: run `remote-jobqueue facility up`")
     bench = cfg.state_dir / "bench"
     bindir, tmp = bench / "bin", bench / "tmp"
     bindir.mkdir(parents=True, exist_ok=True)
     tmp.mkdir(parents=True, exist_ok=True)
+    hub = condor.container_name(next(s for s in cfg.sites if not s.private))
     for command in CONDOR_COMMANDS:
         wrapper = bindir / command
-        wrapper.write_text(f'#!/bin/sh\nexec chroot {root} /usr/bin/{command} "$@"\n')
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f'exec podman exec -i --env CONDOR_CONFIG="$CONDOR_CONFIG" --workdir {tmp} '
+            f'{hub} /usr/bin/{command} "$@"\n'
+        )
         wrapper.chmod(0o755)
     os.environ["PATH"] = f"{bindir}:{os.environ['PATH']}"
     os.environ["TMPDIR"] = str(tmp)

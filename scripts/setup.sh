@@ -11,7 +11,7 @@ SYSTEM_PACKAGES=(debootstrap iproute2 nftables xrootd-server xrootd-server-plugi
                  xrootd-client xrootd-client-plugins curl g++ podman runc)
 
 if [ "$(id -u)" != 0 ]; then
-    echo "setup.sh: run as root (the facility needs namespaces, chroot and mounts)" >&2
+    echo "setup.sh: run as root (the facility needs podman, networks, routes and namespaces)" >&2
     exit 1
 fi
 

@@ -55,7 +55,7 @@ def test_jobs_at_T2_A_read_through_its_cache_and_the_notebook_through_the_hub_ca
         bundle_server = client.run_on_scheduler(data_server, url)
         worker_jobs = [ad for ad in cluster_jobs(facility, cluster) if ad["RjqRole"] == "worker"]
     assert len(worker_jobs) == 1
-    assert worker_server == facility.cache_url_for("T2_A") == "root://10.213.77.11:11095"
+    assert worker_server == facility.cache_url_for("T2_A") == "root://10.213.78.11:11095"
     assert bundle_server == facility.cache_url_for("T2_A")
     assert data_server(url) == facility.hub_cache_url == "root://10.213.77.1:11095"
 

@@ -92,7 +92,8 @@ def test_a_silent_client_lets_the_lease_end_the_bundle():
         # The client goes silent (as if its process had been killed): no more heartbeats.
         for task in cluster._tasks:
             cluster.loop.add_callback(task.cancel)
-        assert _gone(procs, timeout=30), "the bundle outlived its lease"
+        # Generous: under load a worker still starting takes its time to be stopped.
+        assert _gone(procs, timeout=90), "the bundle outlived its lease"
     finally:
         cluster.close()
 

@@ -1,26 +1,26 @@
 """The facility's generated configuration says what the pool needs, and nothing leaks out.
 
 Specification:
-- every daemon shares fast matchmaking, IDTOKENS security, and the chroot workarounds;
+- every daemon shares fast matchmaking, IDTOKENS security, and the container workarounds;
 - remote sites are reached through CCB and advertise their SiteName; the hub runs the
   central manager and the schedd;
 - user client settings authenticate with IDTOKENS only;
-- the root file system's cache key changes when, and only when, its recipe changes;
+- a remote site's node is on its own network behind its router, sees the software area
+  read-only, and the hub's pool container is on the hub network;
+- an image's tag changes when, and only when, what goes into it changes;
 - the host's Debian mirror is found in either apt source format.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rjq_facility import condor, network, rootfs
+from rjq_facility import condor, images
 from rjq_facility.config import FacilityConfig
 
 
-def test_common_config_has_fast_matchmaking_and_chroot_workarounds():
+def test_common_config_has_fast_matchmaking_and_container_workarounds():
     text = condor.common_config(FacilityConfig())
     for line in (
         "NEGOTIATOR_INTERVAL = 2",
@@ -57,16 +57,44 @@ def test_client_settings_authenticate_with_idtokens_only():
     assert str(cfg.user_dir("alice") / "tokens.d") in text
 
 
-def test_rootfs_key_follows_the_recipe_only():
+def test_an_image_tag_follows_its_base_and_its_files_only(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    tag = images.image_tag("condor", "base:1", tmp_path)
+    assert tag == images.image_tag("condor", "base:1", tmp_path)
+    assert tag != images.image_tag("condor", "base:2", tmp_path)
+    (tmp_path / "entrypoint.sh").write_text("#!/bin/sh\n")
+    assert tag != images.image_tag("condor", "base:1", tmp_path)
+
+
+def test_a_remote_sites_node_is_on_its_network_behind_its_router(tmp_path):
     cfg = FacilityConfig()
-    assert rootfs.cache_key(cfg) == rootfs.cache_key(dataclasses.replace(cfg, issuer_port=1))
-    assert rootfs.cache_key(cfg) != rootfs.cache_key(dataclasses.replace(cfg, users=("carol",)))
-    assert rootfs.cache_key(cfg) != rootfs.cache_key(dataclasses.replace(cfg, suite="forky"))
+    site = cfg.site("T2_A")
+    argv = condor.run_argv(cfg, "img", site, [tmp_path])
+    assert f"--network={site.network}:ip={site.address}" in argv
+    assert f"--env=RJQ_ROUTER={site.router}" in argv
+    assert f"--volume={tmp_path}:{tmp_path}:ro" in argv
+    assert not any(cfg.hub_network in arg for arg in argv)
 
 
-def test_site_firewall_drops_new_inbound_connections():
-    assert "policy drop" in network.SITE_FIREWALL
-    assert "ct state established,related accept" in network.SITE_FIREWALL
+def test_the_pool_container_is_on_the_hub_network():
+    cfg = FacilityConfig()
+    argv = condor.run_argv(cfg, "img", cfg.site("T2_LOCAL"), [])
+    assert f"--network={cfg.hub_network}:ip={cfg.pool_address}" in argv
+    assert not any("RJQ_ROUTER" in arg for arg in argv)
+
+
+def test_every_network_of_the_facility_is_private_and_its_own():
+    import ipaddress
+
+    cfg = FacilityConfig()
+    nets = [ipaddress.ip_network(cfg.hub_subnet)]
+    nets += [ipaddress.ip_network(s.subnet) for s in cfg.sites if s.private]
+    assert all(net.is_private for net in nets)
+    assert len({str(n) for n in nets}) == len(nets)
+    for site in cfg.sites:
+        if site.private:
+            assert ipaddress.ip_address(site.router) in ipaddress.ip_network(site.subnet)
+            assert ipaddress.ip_address(cfg.router_hub_address(site)) in nets[0]
 
 
 def test_unknown_site_names_the_known_ones():
@@ -86,6 +114,6 @@ def test_mirror_is_read_from_deb822_and_one_line_sources(tmp_path_factory, host)
     (d / "sources.list.d" / "debian.sources").write_text(
         f"Types: deb\nURIs: http://{host}/debian/\nSuites: bookworm\n"
     )
-    assert rootfs.host_debian_mirror(d) == f"http://{host}/debian"
+    assert images.host_debian_mirror(d) == f"http://{host}/debian"
     (d / "sources.list").write_text(f"deb [arch=amd64] http://{host}/debian bookworm main\n")
-    assert rootfs.host_debian_mirror(d) == f"http://{host}/debian"
+    assert images.host_debian_mirror(d) == f"http://{host}/debian"

@@ -43,14 +43,14 @@ def test_key_cache_holds_the_issuers_keys_far_into_the_future(tmp_path):
     assert entry["next_update"] > time.time() + 10 * 365 * 86400
 
 
-def test_schedd_certificate_is_signed_by_the_facility_ca_for_its_htcondor_alias(tmp_path):
+def test_schedd_certificate_is_signed_by_the_facility_ca_for_the_pools_htcondor_alias(tmp_path):
     cfg = replace(FacilityConfig(), state_dir=tmp_path)
     cert_path, key_path = scitokens.make_certificates(cfg, os.getuid(), os.getgid())
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     ca = x509.load_pem_x509_certificate(scitokens.ca_file(cfg).read_bytes())
     cert.verify_directly_issued_by(ca)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert "10-213-77-1.rjq.test" in names.get_values_for_type(x509.DNSName)
+    assert "10-213-77-2.rjq.test" in names.get_values_for_type(x509.DNSName)
     assert oct(key_path.stat().st_mode & 0o777) == "0o600"
     # Made once: a restart keeps the CA clients already trust.
     again, _ = scitokens.make_certificates(cfg, os.getuid(), os.getgid())

@@ -1,9 +1,10 @@
-"""The HTCondor pool: configuration, daemons, and the users' IDTOKENS.
+"""The HTCondor pool: configuration, containers, and the users' IDTOKENS.
 
-One root file system serves every daemon; each role (the hub, each remote site) gets its own
-top-level configuration and its own local directory under the facility's state directory, so the
-cached root file system is never written to. Remote sites' daemons run inside their network
-namespace and are reached through CCB, as at a site behind NAT.
+Every node is a container of ``docker/condor``: the pool's container on the hub side (collector,
+negotiator, schedd and the T2_LOCAL slots) and one execute node per remote site, on the site's
+network behind its NAT router, reached through CCB. Each role gets its own top-level
+configuration and local directory under the facility's state directory, which every container
+mounts at the same path, so the image is never written to and its configuration stays one.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import processes, scitokens
+from . import network, scitokens
 from .config import FacilityConfig, Site
+from .network import LABEL
 
 CONDOR_DIRS = ("log", "lock", "spool", "execute", "run", "cred_dir")
 
@@ -64,8 +66,8 @@ SEC_TOKEN_DIRECTORY = {d}/tokens.d
 SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS
 SEC_CLIENT_AUTHENTICATION_METHODS = FS, IDTOKENS
 
-CONDOR_HOST = {cfg.hub_address}
-COLLECTOR_HOST = {cfg.hub_address}:{cfg.collector_port}
+CONDOR_HOST = {cfg.pool_address}
+COLLECTOR_HOST = {cfg.collector}
 UID_DOMAIN = {cfg.uid_domain}
 FILESYSTEM_DOMAIN = {cfg.uid_domain}
 TRUST_DOMAIN = {cfg.uid_domain}
@@ -101,7 +103,7 @@ STARTD_CRON_JOBLIST =
 NO_DNS = true
 DEFAULT_DOMAIN_NAME = {cfg.uid_domain}
 
-# Inside a chroot: no mount or pid namespaces for jobs; cgroups are not writable.
+# Inside a container: no mount or pid namespaces for jobs; cgroups are not writable.
 MOUNT_UNDER_SCRATCH =
 USE_PID_NAMESPACES = false
 BASE_CGROUP =
@@ -154,31 +156,40 @@ FILESYSTEM_DOMAIN = {cfg.uid_domain}
 """
 
 
-def _chroot(root: Path, cfg_path: Path, *argv: str, netns: str | None = None) -> list[str]:
-    return [
-        *processes.netns_prefix(netns),
-        "chroot",
-        str(root),
-        "env",
-        f"CONDOR_CONFIG={cfg_path}",
-        *argv,
-    ]
+def container_name(site: Site) -> str:
+    return f"rjq-pool-{role_name(site).lower().replace('_', '-')}"
 
 
-def _chroot_uid(root: Path, name: str) -> tuple[int, int]:
-    for line in (root / "etc/passwd").read_text().splitlines():
-        fields = line.split(":")
-        if fields[0] == name:
-            return int(fields[2]), int(fields[3])
-    raise PoolError(f"user {name} does not exist in {root}")
+def image_user(image: str, name: str) -> tuple[int, int]:
+    """The uid and gid of ``name`` in ``image`` (the condor user the package made there)."""
+    proc = subprocess.run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "getent",
+            image,
+            "passwd",
+            name,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise PoolError(f"user {name} does not exist in {image}: {proc.stderr.strip()}")
+    fields = proc.stdout.strip().split(":")
+    return int(fields[2]), int(fields[3])
 
 
-def write_configs(cfg: FacilityConfig, root: Path) -> None:
+def write_configs(cfg: FacilityConfig, condor_user: tuple[int, int]) -> None:
     d = condor_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
     (d / "common.conf").write_text(common_config(cfg))
-    condor_uid, condor_gid = _chroot_uid(root, "condor")
+    condor_uid, condor_gid = condor_user
     for sub in ("passwords.d", "tokens.d"):
         (d / sub).mkdir(exist_ok=True)
         (d / sub).chmod(0o700)
@@ -194,15 +205,72 @@ def write_configs(cfg: FacilityConfig, root: Path) -> None:
         local.chmod(0o755)
 
 
-def _master_name(site: Site) -> str:
-    return f"condor-{role_name(site)}"
+def _running(container: str) -> bool:
+    proc = subprocess.run(
+        ["podman", "inspect", "--format", "{{.State.Running}}", container],
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
 
 
-def start_role(cfg: FacilityConfig, root: Path, site: Site) -> None:
-    if processes.pid_of(_master_name(site), cfg.run):
+def run_argv(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) -> list[str]:
+    """``podman run`` of one node: the hub's pool container or a site's execute node.
+
+    The node sees the facility's state directory (configurations, local directories) at the
+    same path, and the software area read-only at the host's paths, as CVMFS is mounted at
+    every node of a real facility. ``/root`` is opened for traversal inside the container only:
+    the host's Python may live below it (pyenv).
+    """
+    if site.private:
+        where = [
+            f"--network={site.network}:ip={site.address}",
+            "--cap-add=NET_ADMIN",  # the entrypoint points the default route at the router
+            f"--env=RJQ_ROUTER={site.router}",
+        ]
+    else:
+        where = [f"--network={cfg.hub_network}:ip={cfg.pool_address}"]
+    mounts = [f"--volume={cfg.state_dir}:{cfg.state_dir}"]
+    mounts += [f"--volume={path}:{path}:ro" for path in software]
+    return [
+        "podman",
+        "run",
+        "--detach",
+        f"--name={container_name(site)}",
+        f"--label={LABEL}",
+        f"--hostname={role_name(site).lower().replace('_', '-')}.{cfg.uid_domain}",
+        *where,
+        *mounts,
+        f"--env=CONDOR_CONFIG={role_config_path(cfg, site)}",
+        image,
+        "sh",
+        "-c",
+        "chmod 0755 /root && exec condor_master -f",
+    ]
+
+
+def start_role(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) -> None:
+    name = container_name(site)
+    if _running(name):
         return
-    argv = _chroot(root, role_config_path(cfg, site), "condor_master", "-f", netns=site.netns)
-    processes.start_daemon(_master_name(site), argv, cfg.run, cfg.logs)
+    subprocess.run(["podman", "rm", "--force", "--ignore", name], capture_output=True)
+    proc = subprocess.run(run_argv(cfg, image, site, software), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PoolError(f"starting {name} failed: {proc.stderr.strip()}")
+    if site.private:
+        network.attach_netns(site, name)
+
+
+def exec_argv(cfg: FacilityConfig, *argv: str) -> list[str]:
+    """Run an HTCondor command in the pool's container, as its own configuration sees it."""
+    hub = next(s for s in cfg.sites if not s.private)
+    return [
+        "podman",
+        "exec",
+        f"--env=CONDOR_CONFIG={role_config_path(cfg, hub)}",
+        container_name(hub),
+        *argv,
+    ]
 
 
 def wait_for_pool_key(cfg: FacilityConfig, timeout: float = 30) -> None:
@@ -211,21 +279,17 @@ def wait_for_pool_key(cfg: FacilityConfig, timeout: float = 30) -> None:
     while not key.exists():
         if time.monotonic() > deadline:
             raise PoolError(
-                f"the pool signing key {key} did not appear; see {cfg.logs}/condor-hub.log"
+                f"the pool signing key {key} did not appear; see {condor_dir(cfg)}/hub/log "
+                f"and `podman logs {container_name(next(s for s in cfg.sites if not s.private))}`"
             )
         time.sleep(0.2)
 
 
-def create_token(
-    cfg: FacilityConfig, root: Path, identity: str, lifetime: int | None = None
-) -> str:
-    hub = next(s for s in cfg.sites if not s.private)
+def create_token(cfg: FacilityConfig, identity: str, lifetime: int | None = None) -> str:
     argv = ["condor_token_create", "-identity", identity]
     if lifetime:
         argv += ["-lifetime", str(lifetime)]
-    proc = subprocess.run(
-        _chroot(root, role_config_path(cfg, hub), *argv), capture_output=True, text=True
-    )
+    proc = subprocess.run(exec_argv(cfg, *argv), capture_output=True, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise PoolError(f"condor_token_create for {identity} failed: {proc.stderr.strip()}")
     return proc.stdout.strip()
@@ -241,37 +305,44 @@ def write_token(path: Path, token: str) -> None:
     os.replace(tmp, path)
 
 
-def setup_identities(cfg: FacilityConfig, root: Path) -> None:
+def setup_identities(cfg: FacilityConfig) -> None:
     """Daemon token for remote sites, and each user's token and client configuration."""
     # Always minted anew: a token signed by the key of an earlier `up` would be refused.
     daemon_token = condor_dir(cfg) / "tokens.d" / "condor"
-    write_token(daemon_token, create_token(cfg, root, f"condor@{cfg.uid_domain}"))
+    write_token(daemon_token, create_token(cfg, f"condor@{cfg.uid_domain}"))
     for user in cfg.users:
         udir = cfg.user_dir(user)
         udir.mkdir(parents=True, exist_ok=True)
         udir.chmod(0o700)
         token_file = udir / "tokens.d" / "token"
-        write_token(token_file, create_token(cfg, root, f"{user}@{cfg.uid_domain}"))
+        write_token(token_file, create_token(cfg, f"{user}@{cfg.uid_domain}"))
         (udir / "condor_config").write_text(client_config(cfg, user))
 
 
-def up(cfg: FacilityConfig, root: Path) -> None:
-    write_configs(cfg, root)
-    scitokens.setup(cfg, *_chroot_uid(root, "condor"))
+def up(cfg: FacilityConfig, image: str, software: list[Path]) -> None:
+    """Start the pool's container on the hub side, then each site's execute node."""
+    condor_user = image_user(image, "condor")
+    write_configs(cfg, condor_user)
+    scitokens.setup(cfg, *condor_user)
     hub = next(s for s in cfg.sites if not s.private)
-    start_role(cfg, root, hub)
+    start_role(cfg, image, hub, software)
     wait_for_pool_key(cfg)
-    setup_identities(cfg, root)
+    setup_identities(cfg)
     for site in cfg.sites:
         if site.private:
-            start_role(cfg, root, site)
+            start_role(cfg, image, site, software)
 
 
-def down(cfg: FacilityConfig, root: Path | None) -> None:
-    for site in cfg.sites:
-        processes.stop_daemon(_master_name(site), cfg.run, timeout=15)
-    if root is not None:
-        processes.kill_rooted_at(root)
+def down(cfg: FacilityConfig) -> None:
+    """Remove every node's container (jobs, shadows and starters die with them)."""
+    names = [container_name(site) for site in cfg.sites]
+    subprocess.run(
+        ["podman", "rm", "--force", "--ignore", "--time", "10", *names], capture_output=True
+    )
+
+
+def running(cfg: FacilityConfig) -> dict[str, bool]:
+    return {site.name: _running(container_name(site)) for site in cfg.sites}
 
 
 def wait_for_sites(cfg: FacilityConfig, timeout: float = 90) -> dict[str, int]:
@@ -325,11 +396,3 @@ class _client_env:
         else:
             os.environ["CONDOR_CONFIG"] = self.saved
         htcondor2.reload_config()
-
-
-def chroot_user_exists(root: Path, user: str) -> bool:
-    try:
-        _chroot_uid(root, user)
-    except PoolError:
-        return False
-    return True

@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Where provisioned root file systems are kept between runs, keyed by their configuration.
-CACHE_DIR = Path(os.environ.get("RJQ_CACHE_DIR", "/var/cache/remote-jobqueue"))
 #: Where a running facility keeps its state (configs, tokens, logs, pid files, data).
 STATE_DIR = Path(os.environ.get("RJQ_STATE_DIR", "/var/lib/remote-jobqueue"))
 
@@ -21,18 +19,32 @@ class Site:
     """An execute site of the pool."""
 
     name: str
-    #: Network namespace the site lives in; ``None`` for the hub side.
+    #: The name its execute container's network namespace is attached as (``ip netns``), so
+    #: the facility and its tests can run a process inside the site; ``None`` for the hub side.
     netns: str | None
-    #: The site's address on the facility bridge (the hub's for hub-side sites).
+    #: The address of the site's execute node (for hub-side sites, the pool container's).
     address: str
     cpus: int = 8
     memory_mb: int = 8192
     #: Does the site have an XRootD cache of its own inside its network?
     own_cache: bool = False
+    #: A remote site's own private network (a /24), behind its NAT router.
+    subnet: str | None = None
 
     @property
     def private(self) -> bool:
         return self.netns is not None
+
+    @property
+    def network(self) -> str:
+        """The podman network of a remote site."""
+        return f"rjq-{self.name.lower().replace('_', '-')}"
+
+    @property
+    def router(self) -> str:
+        """The NAT router's address on the site's network: the site's default route."""
+        assert self.subnet is not None
+        return self.subnet.rsplit(".", 1)[0] + ".254"
 
 
 def _on_hub(port_field: str, scheme: str = "") -> property:
@@ -45,10 +57,14 @@ def _on_hub(port_field: str, scheme: str = "") -> property:
 class FacilityConfig:
     """The whole facility. Defaults are what tests and the README demo use."""
 
-    bridge: str = "rjq0"
-    #: The /24 used on the bridge; only namespaces and a bridge we create carry it.
+    #: The hub side's podman network; the host is ``hub_address`` on its bridge.
+    hub_network: str = "rjq-hub"
+    #: The /24 of the hub side; only podman networks we create carry this and the sites' nets.
     subnet_prefix: str = "10.213.77"
+    #: The host on the hub network: the issuer, the gateway and XRootD listen here.
     hub_address: str = "10.213.77.1"
+    #: The pool's container on the hub side: collector, negotiator, schedd, and T2_LOCAL.
+    pool_address: str = "10.213.77.2"
     uid_domain: str = "rjq.test"
     collector_port: int = 9618
     origin_port: int = 11094
@@ -59,16 +75,14 @@ class FacilityConfig:
     users: tuple[str, ...] = ("alice", "bob")
     sites: tuple[Site, ...] = field(
         default_factory=lambda: (
-            Site("T2_LOCAL", None, "10.213.77.1", cpus=24, memory_mb=24576),
-            Site("T2_A", "rjq-t2a", "10.213.77.11", own_cache=True),
-            Site("T2_B", "rjq-t2b", "10.213.77.12"),
+            Site("T2_LOCAL", None, "10.213.77.2", cpus=24, memory_mb=24576),
+            Site("T2_A", "rjq-t2a", "10.213.78.11", own_cache=True, subnet="10.213.78.0/24"),
+            Site("T2_B", "rjq-t2b", "10.213.79.11", subnet="10.213.79.0/24"),
         )
     )
     state_dir: Path = STATE_DIR
-    cache_dir: Path = CACHE_DIR
-    #: Debian suite of the pool's root file system (bookworm has no HTCondor daemons).
+    #: Debian suite of the images' base (bookworm has no HTCondor daemons).
     suite: str = "trixie"
-    condor_packages: tuple[str, ...] = ("condor",)
 
     def site(self, name: str) -> Site:
         for site in self.sites:
@@ -77,8 +91,21 @@ class FacilityConfig:
         known = ", ".join(s.name for s in self.sites)
         raise KeyError(f"unknown site {name!r}; the facility has: {known}")
 
+    @property
+    def hub_subnet(self) -> str:
+        return f"{self.subnet_prefix}.0/24"
+
+    def router_hub_address(self, site: Site) -> str:
+        """A site's NAT router on the hub network: what the hub side sees the site's
+        connections come from."""
+        index = [s.name for s in self.sites if s.private].index(site.name)
+        return f"{self.subnet_prefix}.{21 + index}"
+
+    @property
+    def collector(self) -> str:
+        return f"{self.pool_address}:{self.collector_port}"
+
     # Where the hub's services listen (not annotated: they are properties, not fields)
-    collector = _on_hub("collector_port")
     issuer_url = _on_hub("issuer_port", "http://")
     gateway = _on_hub("gateway_port")
     origin_url = _on_hub("origin_port", "root://")

@@ -11,14 +11,15 @@ and an unchanged one is found and reused, between runs too (podman keeps its ima
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .config import FacilityConfig
-from .rootfs import ProvisioningError, host_debian_mirror
 
 #: The images of docker/ the facility builds, in build order (``worker`` needs a published
 #: remote-jobqueue or a wheel, and the facility serves software from a read-only area instead).
@@ -27,6 +28,26 @@ IMAGES = ("condor", "xrootd", "nat")
 BASE_RECIPE_VERSION = 1
 
 Log = Callable[[str], None]
+
+
+class ProvisioningError(RuntimeError):
+    """An image could not be made; the message says what to install or fix."""
+
+
+def host_debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str | None:
+    """The Debian mirror this machine's apt already uses (None: debootstrap's default)."""
+    candidates = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+)", text, re.M):
+            uri = match.group(1)
+            # The main Debian archive, not security updates nor third-party repositories.
+            if uri.startswith("http") and uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    return None
 
 
 def docker_dir() -> Path:
@@ -112,13 +133,31 @@ def ensure_image(cfg: FacilityConfig, name: str, log: Log = print) -> str:
         str(docker_dir() / name),
         what=f"podman build docker/{name}",
     )
+    prune_older(tag)
     return tag
+
+
+def prune_older(tag: str) -> None:
+    """Remove the other tags of the same image (older recipes) that no container uses."""
+    repository = tag.rsplit(":", 1)[0]
+    proc = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repository],
+        capture_output=True,
+        text=True,
+    )
+    for old in proc.stdout.split():
+        if old != tag:
+            subprocess.run(["podman", "rmi", old], capture_output=True)
 
 
 def ensure_images(cfg: FacilityConfig | None = None, log: Log = print) -> dict[str, str]:
     """Every image of :data:`IMAGES`, built where missing: name → tag."""
     cfg = cfg or FacilityConfig()
-    return {name: ensure_image(cfg, name, log) for name in IMAGES}
+    ensure_base(cfg, log)
+    # Side by side: each build mostly waits on the Debian mirror.
+    with ThreadPoolExecutor(max_workers=len(IMAGES)) as pool:
+        tags = pool.map(lambda name: ensure_image(cfg, name, log), IMAGES)
+        return dict(zip(IMAGES, tags, strict=True))
 
 
 #: Labels on every container and network the facility or its tests make.

@@ -7,13 +7,14 @@ undoes all of it whatever state it finds, so a half-failed `up` is cleaned by `d
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import condor, gateway_service, network, processes, rootfs, scitokens
+from . import condor, gateway_service, images, network, processes, scitokens
 from .config import FacilityConfig
 
 
@@ -21,58 +22,39 @@ class FacilityError(RuntimeError):
     """The facility cannot start; the message says what is missing and how to fix it."""
 
 
-def host_binds() -> list[Path]:
-    """Host paths jobs need read-only: the interpreter, the virtualenv and the directory the
-    `remote_jobqueue` package is imported from (a checkout's ``src`` when installed editable).
+def software_area() -> list[Path]:
+    """Host paths every node mounts read-only: the interpreter, the virtualenv and the
+    directory the `remote_jobqueue` package is imported from (a checkout's ``src`` when
+    installed editable). The site catalogue names this Python (``python``), as a real one names
+    the Python of a CVMFS release.
 
-    Not the whole checkout: a bind mount keeps its source's mode, and a checkout in a 0700
-    directory (``mktemp -d``, ``/root``) would be untraversable for the jobs' users, while the
-    mount points the chroot gets for these paths are made traversable.
+    Not the whole checkout: the nodes need the product only; this facility's own code runs on
+    the host.
     """
     import remote_jobqueue
 
-    # Jobs import the product only; this facility's own code runs outside the chroot.
     package_dir = Path(remote_jobqueue.__file__).resolve().parents[1]
     paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), package_dir}
-    # Drop paths inside others: one bind mount covers them.
+    # Drop paths inside others: one mount covers them.
     return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
 
 
 def preflight(cfg: FacilityConfig) -> None:
     if os.geteuid() != 0:
         raise FacilityError(
-            "the facility needs root (network namespaces, chroot, mounts): run it as root"
+            "the facility needs root (podman networks, routes, namespaces): run it as root"
         )
-    missing = [tool for tool in ("ip", "nft", "chroot", "mount") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ip", "podman", "debootstrap") if shutil.which(tool) is None]
     if missing:
         raise FacilityError(
             f"missing commands {missing}: "
-            "apt-get install -y iproute2 nftables (or run scripts/setup.sh)"
+            "apt-get install -y iproute2 podman debootstrap (or run scripts/setup.sh)"
         )
     if shutil.which("xrootd") is None:
         raise FacilityError(
             "xrootd is missing: apt-get install -y xrootd-server xrootd-server-plugins "
             "xrootd-client-plugins (or run scripts/setup.sh)"
         )
-
-
-def write_hosts_file(cfg: FacilityConfig) -> Path:
-    """/etc/hosts for the chroot: this machine's name must resolve without DNS.
-
-    Inside a site's namespace there is no DNS server; HTCondor's start-up lookup of the host
-    name would otherwise retry for minutes (holding the GIL when it happens in the bindings).
-    """
-    import socket
-
-    path = cfg.state_dir / "hosts"
-    names = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{socket.gethostname()}"]
-    names += [
-        f"{s.address}\t{s.name.lower().replace('_', '-')}.{cfg.uid_domain}" for s in cfg.sites
-    ]
-    names += ["::1\tlocalhost ip6-localhost ip6-loopback"]
-    path.write_text("\n".join(names) + "\n")
-    path.chmod(0o644)
-    return path
 
 
 def facility_ports(cfg: FacilityConfig) -> dict[int, str]:
@@ -104,41 +86,29 @@ def check_ports_free(cfg: FacilityConfig, address: str | None = None) -> None:
         )
 
 
-def _is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target for line in f)
-
-
 def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     cfg = cfg or FacilityConfig()
     preflight(cfg)
     started = time.monotonic()
-    root = rootfs.ensure_rootfs(cfg, log=log)
-    running = current_root(cfg) if cfg.state_dir.exists() else None
-    if running is not None and running != root and _is_mounted(running / "proc"):
-        # Started from an older recipe: jobs would not see what the new one installs.
-        log("the running facility uses an older root file system: restarting it …")
-        down(cfg, log=log)
-        rootfs.prune_old(cfg, keep=root)
-    if _is_mounted(root / "proc") and rootfs.missing_binds(root, host_binds()):
-        # Started for another checkout or virtualenv. Site daemons live in their network
-        # namespaces' own mount namespaces, which new binds do not reach: start afresh.
-        log("the running facility cannot see this checkout's Python: restarting it …")
+    built = images.ensure_images(cfg, log=log)
+    software = software_area()
+    recipe = {"images": built, "software": [str(p) for p in software]}
+    running = _running_recipe(cfg)
+    if running is not None and running != recipe:
+        # Started from other images, or for another checkout or virtualenv: the nodes would
+        # not run what this one has.
+        log("the running facility uses other images or another Python: restarting it …")
         down(cfg, log=log)
     if not any(lifecycle_pids(cfg)):
         check_ports_free(cfg)
     for path in (cfg.state_dir, cfg.logs, cfg.run):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o755)
-    (cfg.state_dir / "rootfs").write_text(str(root))
-    network.up(cfg)
-    if not _is_mounted(root / "proc"):
-        rootfs.mount_runtime(root, host_binds())
-        rootfs.bind_writable(root, cfg.state_dir)
-        rootfs.bind_file(root, write_hosts_file(cfg), "/etc/hosts")
+    (cfg.state_dir / "recipe.json").write_text(json.dumps(recipe))
+    log("starting the networks and the sites' NAT routers …")
+    network.up(cfg, built["nat"])
     log("starting the HTCondor pool …")
-    condor.up(cfg, root)
+    condor.up(cfg, built["condor"], software)
     from . import issuer, xrootd
 
     log("starting the OIDC issuer …")
@@ -152,6 +122,13 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     return cfg
 
 
+def _running_recipe(cfg: FacilityConfig) -> dict | None:
+    try:
+        return json.loads((cfg.state_dir / "recipe.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def lifecycle_pids(cfg: FacilityConfig) -> list[int]:
     """Pids of daemons a previous `up` started (an `up` on a running facility is a no-op)."""
     if not cfg.run.exists():
@@ -159,18 +136,9 @@ def lifecycle_pids(cfg: FacilityConfig) -> list[int]:
     return [pid for f in cfg.run.glob("*.pid") if (pid := processes.pid_of(f.stem, cfg.run))]
 
 
-def current_root(cfg: FacilityConfig) -> Path | None:
-    try:
-        return Path((cfg.state_dir / "rootfs").read_text().strip())
-    except FileNotFoundError:
-        candidate = rootfs.rootfs_path(cfg)
-        return candidate if candidate.exists() else None
-
-
 def down(cfg: FacilityConfig | None = None, log=print) -> None:
     cfg = cfg or FacilityConfig()
     preflight(cfg)
-    root = current_root(cfg)
     from . import issuer, xrootd
 
     parts = (("XRootD", xrootd.down), ("gateway", gateway_service.down), ("issuer", issuer.down))
@@ -179,30 +147,23 @@ def down(cfg: FacilityConfig | None = None, log=print) -> None:
             stop(cfg)
         except Exception as err:
             log(f"stopping the {part}: {err}")
-    condor.down(cfg, root)
-    if root is not None:
-        rootfs.unmount_runtime(root)
+    condor.down(cfg)
     for leftover in processes.pids_in_netns_any(cfg):
         processes.kill_group_or_pid(leftover, timeout=5)
     network.down(cfg)
     if cfg.state_dir.exists():
         shutil.rmtree(cfg.state_dir)
-    log("facility down: no daemon, mount, namespace or bridge left")
+    log("facility down: no daemon, container, podman network, route or namespace left")
 
 
 def status(cfg: FacilityConfig | None = None) -> dict:
     cfg = cfg or FacilityConfig()
     from . import issuer, xrootd
 
-    root = current_root(cfg)
     return {
-        "rootfs": str(root) if root else None,
-        "rootfs_cached": (rootfs.rootfs_path(cfg) / ".rjq-ready").exists(),
+        "recipe": _running_recipe(cfg),
         "network": network.status(cfg),
-        "condor": {
-            s.name: bool(processes.pid_of(f"condor-{condor.role_name(s)}", cfg.run))
-            for s in cfg.sites
-        },
+        "condor": condor.running(cfg),
         "issuer": issuer.status(cfg),
         "gateway": gateway_service.status(cfg),
         "xrootd": xrootd.status(cfg),
@@ -220,7 +181,7 @@ def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
             "cache": cfg.cache_url_for(site.name),
             "gateway": cfg.gateway,
             "gateway-host-key": host_key,
-            # The pool's nodes see this host's Python at the same path, read-only: the
+            # Every node mounts this host's Python at the same path, read-only: the
             # facility's software area (as CVMFS serves a real one).
             "python": sys.executable,
             "label": f"HTCondor-{site.name}",
@@ -281,20 +242,14 @@ def leftovers(cfg: FacilityConfig | None = None) -> list[str]:
     cfg = cfg or FacilityConfig()
     found = []
     net = network.status(cfg)
-    if net["bridge"]:
-        found.append(f"bridge {cfg.bridge}")
     found += [
         f"network namespace of {site}" for site, exists in net["namespaces"].items() if exists
     ]
-    root = rootfs.rootfs_path(cfg)
-    found += [f"mount {m}" for m in rootfs._mounts_below(root)]
-    found += [f"process {pid} in the pool root" for pid in processes.pids_rooted_at(root)]
+    found += [f"unreachable route to {site}" for site, seen in net["unreachable"].items() if seen]
     for pidfile in cfg.run.glob("*.pid") if cfg.run.exists() else []:
         pid = processes.pid_of(pidfile.stem, cfg.run)
         if pid:
             found.append(f"process {pid} ({pidfile.stem})")
-    from . import images
-
     found += [f"container {name}" for name in images.containers()]
     found += [f"podman network {name}" for name in images.networks()]
     return found

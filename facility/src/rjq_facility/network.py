@@ -1,105 +1,161 @@
-"""The facility's network: a private bridge for the hub side, a namespace per remote site.
+"""The facility's network: podman networks for the hub side and for each remote site.
 
-A remote site is a network namespace joined to the hub's bridge by a veth pair, with a firewall
-that accepts no new inbound connection: like a site behind NAT, it can dial the hub, but the
-hub cannot dial it (HTCondor's CCB carries the pool's own traffic back). Only addresses of the
-facility's own subnet exist on these links, and site namespaces have no default route, so no
-packet can leave the machine.
+The hub side is a podman network whose bridge carries the host at ``hub_address``:
+the issuer, the gateway and XRootD run on the host and listen there, and the pool's container
+sits beside them. Each remote site is an *internal* podman network (no route to or from the
+host) whose only way out is the site's NAT router, a container of ``docker/nat`` on both
+networks: the site dials the hub side, masqueraded as the router, and nothing on the hub side
+can dial into the site (HTCondor's CCB carries the pool's own traffic back), as at a Tier-2.
+
+The host gets an *unreachable* route for every site network, so a try from the hub side fails
+at once; without it, this machine would send such packets to its default gateway. The router
+forwards only towards the hub network, so no packet of a site leaves the machine either.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 from .config import FacilityConfig, Site
 
-SITE_FIREWALL = """
-table inet rjq_site {
-    chain input {
-        type filter hook input priority 0; policy drop;
-        iifname "lo" accept
-        ct state established,related accept
-        icmp type echo-reply accept
-    }
-}
-"""
+#: Label on everything the facility makes in podman (`images.containers()` finds them by it).
+LABEL = "org.remote-jobqueue.facility=1"
 
 
 class NetworkError(RuntimeError):
     pass
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise NetworkError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+        raise NetworkError(f"{' '.join(argv)}: {(proc.stderr or proc.stdout).strip()}")
     return proc
 
 
-def _exists(*args: str) -> bool:
-    return _ip(*args, check=False).returncode == 0
+def router_name(site: Site) -> str:
+    return f"rjq-nat-{site.name.lower().replace('_', '-')}"
 
 
-def veth_host_name(site: Site) -> str:
-    return f"{site.netns}-h"[:15]
+def _network_exists(name: str) -> bool:
+    return _run(["podman", "network", "exists", name], check=False).returncode == 0
 
 
-def up(cfg: FacilityConfig) -> None:
-    """Create the bridge and the site namespaces (idempotent)."""
-    if shutil.which("ip") is None:
-        raise NetworkError("the ip command is missing: apt-get install -y iproute2")
-    if shutil.which("nft") is None:
-        raise NetworkError("the nft command is missing: apt-get install -y nftables")
-    if not _exists("link", "show", cfg.bridge):
-        _ip("link", "add", cfg.bridge, "type", "bridge")
-    addrs = _ip("-o", "addr", "show", "dev", cfg.bridge).stdout
-    if f" {cfg.hub_address}/" not in addrs:
-        _ip("addr", "add", f"{cfg.hub_address}/24", "dev", cfg.bridge)
-    _ip("link", "set", cfg.bridge, "up")
+def _create_network(name: str, subnet: str, *extra: str) -> None:
+    if not _network_exists(name):
+        _run(["podman", "network", "create", "--label", LABEL, "--subnet", subnet, *extra, name])
+
+
+def up(cfg: FacilityConfig, nat_image: str) -> None:
+    """Create the networks, the host's unreachable routes and the sites' routers (idempotent)."""
+    for tool in ("ip", "podman"):
+        if shutil.which(tool) is None:
+            raise NetworkError(f"the {tool} command is missing: run scripts/setup.sh")
+    _create_network(
+        cfg.hub_network,
+        cfg.hub_subnet,
+        "--gateway",
+        cfg.hub_address,
+    )
     for site in cfg.sites:
         if site.private:
-            _site_up(cfg, site)
+            assert site.subnet is not None
+            _create_network(site.network, site.subnet, "--internal")
+            _run(["ip", "route", "replace", "unreachable", site.subnet])
+            _router_up(cfg, site, nat_image)
 
 
-def _site_up(cfg: FacilityConfig, site: Site) -> None:
-    ns = site.netns
-    assert ns is not None
-    if ns not in _ip("netns", "list").stdout.split():
-        _ip("netns", "add", ns)
-    host_end = veth_host_name(site)
-    if not _exists("link", "show", host_end):
-        _ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    _ip("link", "set", host_end, "master", cfg.bridge)
-    _ip("link", "set", host_end, "up")
-    nsaddrs = _ip("-n", ns, "-o", "addr", "show", "dev", "eth0").stdout
-    if f" {site.address}/" not in nsaddrs:
-        _ip("-n", ns, "addr", "add", f"{site.address}/24", "dev", "eth0")
-    _ip("-n", ns, "link", "set", "eth0", "up")
-    _ip("-n", ns, "link", "set", "lo", "up")
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, "nft", "-f", "-"],
-        input=f"flush ruleset\n{SITE_FIREWALL}",
-        capture_output=True,
-        text=True,
+def _router_up(cfg: FacilityConfig, site: Site, image: str) -> None:
+    name = router_name(site)
+    if _running(name):
+        return
+    _run(["podman", "rm", "--force", "--ignore", name])
+    _run(
+        [
+            "podman",
+            "run",
+            "--detach",
+            "--name",
+            name,
+            "--label",
+            LABEL,
+            "--cap-add",
+            "NET_ADMIN",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--network",
+            f"{cfg.hub_network}:ip={cfg.router_hub_address(site)}",
+            "--network",
+            f"{site.network}:ip={site.router}",
+            "--env",
+            f"RJQ_SITE_SUBNET={site.subnet}",
+            "--env",
+            f"RJQ_HUB_SUBNET={cfg.hub_subnet}",
+            image,
+        ]
     )
-    if proc.returncode != 0:
-        raise NetworkError(f"firewall of {site.name}: {proc.stderr.strip()}")
+
+
+def _running(container: str) -> bool:
+    proc = _run(["podman", "inspect", "--format", "{{.State.Running}}", container], check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def attach_netns(site: Site, container: str) -> None:
+    """Name the network namespace of ``container`` ``site.netns``, so that ``ip netns exec``
+    runs a process inside the site (the facility's site cache, the tests' probes)."""
+    assert site.netns is not None
+    pid = _run(["podman", "inspect", "--format", "{{.State.Pid}}", container]).stdout.strip()
+    _run(["ip", "netns", "delete", site.netns], check=False)
+    _run(["ip", "netns", "attach", site.netns, pid])
 
 
 def down(cfg: FacilityConfig) -> None:
-    """Remove the namespaces, veths and the bridge (whatever of them exists)."""
+    """Remove the routers, the networks, the routes and the namespace names (whatever exists).
+
+    The containers on the networks must be gone first (``condor.down``)."""
     for site in cfg.sites:
         if not site.private:
             continue
-        _ip("link", "del", veth_host_name(site), check=False)
-        _ip("netns", "del", site.netns, check=False)
-    _ip("link", "del", cfg.bridge, check=False)
+        _run(["podman", "rm", "--force", "--time", "2", "--ignore", router_name(site)])
+        if site.netns:
+            _run(["ip", "netns", "delete", site.netns], check=False)
+        if site.subnet:
+            _run(["ip", "route", "delete", "unreachable", site.subnet], check=False)
+    for name in [s.network for s in cfg.sites if s.private] + [cfg.hub_network]:
+        if _network_exists(name):
+            _run(["podman", "network", "rm", "--force", name])
+
+
+def bridge_of(network: str) -> str | None:
+    """The host's bridge of a podman network (CNI names it ``cni-podmanN``), if it exists."""
+    proc = _run(["podman", "network", "inspect", network], check=False)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)[0].get("network_interface")
+
+
+def _unreachable_routes(cfg: FacilityConfig) -> set[str]:
+    proc = _run(["ip", "-j", "route", "show", "type", "unreachable"], check=False)
+    try:
+        routes = json.loads(proc.stdout or "[]")
+    except json.JSONDecodeError:
+        routes = []
+    return {route.get("dst", "") for route in routes}
 
 
 def status(cfg: FacilityConfig) -> dict:
-    namespaces = _ip("netns", "list", check=False).stdout.split()
+    namespaces = _run(["ip", "netns", "list"], check=False).stdout.split()
+    routes = _unreachable_routes(cfg)
+    private = [s for s in cfg.sites if s.private]
     return {
-        "bridge": _exists("link", "show", cfg.bridge),
-        "namespaces": {s.name: s.netns in namespaces for s in cfg.sites if s.private},
+        "bridge": bridge_of(cfg.hub_network),
+        "networks": {
+            name: _network_exists(name) for name in [cfg.hub_network, *(s.network for s in private)]
+        },
+        "namespaces": {s.name: s.netns in namespaces for s in private},
+        "routers": {s.name: _running(router_name(s)) for s in private},
+        "unreachable": {s.name: s.subnet in routes for s in private},
     }

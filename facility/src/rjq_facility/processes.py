@@ -7,7 +7,6 @@ what they are).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -93,34 +92,6 @@ def kill_group_or_pid(pid: int, timeout: float = 10.0) -> None:
         while time.monotonic() < deadline:
             if not alive(pid):
                 return
-            time.sleep(0.1)
-
-
-def pids_rooted_at(root: Path) -> list[int]:
-    """Pids of processes whose root directory is ``root`` (daemons started with chroot)."""
-    target = os.path.realpath(root)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.readlink(entry / "root") == target:
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def kill_rooted_at(root: Path, timeout: float = 10.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = pids_rooted_at(root)
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.1)
 
 

@@ -82,7 +82,7 @@ def _cert(
 
 
 def make_certificates(cfg: FacilityConfig, uid: int, gid: int) -> tuple[Path, Path]:
-    """A facility CA and the schedd's certificate (for the hub address); returns (cert, key).
+    """A facility CA and the schedd's certificate (for the pool's address); returns (cert, key).
 
     Made once per state directory: clients keep trusting the same CA across restarts.
     """
@@ -95,14 +95,14 @@ def make_certificates(cfg: FacilityConfig, uid: int, gid: int) -> tuple[Path, Pa
         ca = _cert("remote-jobqueue facility CA", ca_key, None)
         key = ec.generate_private_key(ec.SECP256R1())
         host = f"hub.{cfg.uid_domain}"
-        # With NO_DNS, HTCondor names the host after its address (10-213-77-1.<domain>) and
+        # With NO_DNS, HTCondor names the host after its address (10-213-77-2.<domain>) and
         # checks that name against the certificate.
-        alias = f"{cfg.hub_address.replace('.', '-')}.{cfg.uid_domain}"
+        alias = f"{cfg.pool_address.replace('.', '-')}.{cfg.uid_domain}"
         sans: list[x509.GeneralName] = [
             x509.DNSName(alias),
             x509.DNSName(host),
             x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address(cfg.hub_address)),
+            x509.IPAddress(ipaddress.ip_address(cfg.pool_address)),
         ]
         cert = _cert(host, key, (ca, ca_key), sans=sans)
         write_private_file(key_path, _pem_key(key), uid=uid, gid=gid)
