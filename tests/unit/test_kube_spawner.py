@@ -266,3 +266,18 @@ async def test_the_pod_is_valid_for_kubernetes_1_30(config):
     notebook(broken)["volumeMounts"][-1]["mode"] = 0o600  # no such field: strict refuses it
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.30.0", strict=True)
+
+
+# The lab image --------------------------------------------------------------------------------
+
+
+async def test_the_lab_image_is_what_the_spawners_defaults_expect():
+    from .test_docker_files import ROOT, final_stage
+
+    steps = final_stage(ROOT / "docker" / "lab" / "Dockerfile")
+    spawner = make_spawner()
+    assert ("CMD", json.dumps(spawner.default_cmd)) in steps
+    assert ("USER", f"{spawner.uid}:{spawner.fs_gid}") in steps
+    assert ("ENV", "PATH=/opt/rjq/bin:$PATH") in steps  # where refresher_python is found
+    assert spawner.refresher_python == "python3"
+    assert any(w == "RUN" and "-m venv /opt/rjq" in a for w, a in steps)
