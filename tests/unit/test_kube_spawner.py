@@ -119,12 +119,35 @@ async def test_the_refresher_wraps_the_command_and_its_args(config, wrapped):
     assert container["args"] == [*REFRESHER, *wrapped]
 
 
-async def test_the_command_is_wrapped_once_when_start_builds_the_pod():
+async def test_the_command_is_wrapped_once_even_inside_the_mixins_own_wrap():
     spawner = make_spawner()
-    with spawner.refresher_wrapped_cmd():  # what start() holds while KubeSpawner runs
+    with spawner.refresher_wrapped_cmd():  # what the mixin's start() holds for other spawners
         args = notebook(await manifest(spawner))["args"]
     assert args.count("remote_jobqueue.spawner.refresher") == 1
     assert args == [*REFRESHER, "jupyterhub-singleuser"]
+
+
+async def test_a_profiles_command_is_wrapped_too_when_start_builds_the_pod():
+    # KubeSpawner's start loads the user's profile (kubespawner_override may set cmd) and only
+    # then builds the pod: the refresher must wrap what the profile says, not what was before.
+    spawner = make_spawner(
+        profile_list=[
+            {
+                "display_name": "docker-stacks",
+                "slug": "stacks",
+                "kubespawner_override": {"cmd": ["start-notebook.py"]},
+            }
+        ]
+    )
+    spawner.user_options = {"profile": "stacks"}
+
+    async def start_without_an_api_server() -> dict[str, Any]:
+        await spawner.load_user_options()
+        return await manifest(spawner)
+
+    spawner._start = start_without_an_api_server  # what KubeSpawner.start runs
+    doc = await spawner.start()
+    assert notebook(doc)["args"] == [*REFRESHER, "start-notebook.py"]
 
 
 async def test_without_the_refresher_the_image_keeps_its_command():

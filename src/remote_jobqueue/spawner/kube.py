@@ -76,6 +76,13 @@ class KubeRemoteSpawner(RemoteJobqueueSpawnerMixin, KubeSpawner):
             )
         return str(runtime_dir.parent)
 
+    def start(self) -> Any:
+        # Not the mixin's wrap around start: KubeSpawner's start first loads the user's profile,
+        # whose kubespawner_override may set cmd (or default_cmd), and then builds the pod. The
+        # refresher wraps in get_pod_manifest, after that. (KubeSpawner's own start: it keeps
+        # the future that progress() watches.)
+        return KubeSpawner.start(self)
+
     async def get_pod_manifest(self) -> Any:
         with self.refresher_wrapped_cmd():
             pod = await super().get_pod_manifest()

@@ -194,8 +194,8 @@ class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
         """``self.cmd`` wrapped in the refresher while the spawner builds the server's command.
 
         A ``cmd`` of None (KubeSpawner's default: the image's own command, which the Hub cannot
-        see) wraps `default_cmd` instead. Nested uses wrap once: `KubeRemoteSpawner` wraps in
-        ``get_pod_manifest``, which runs inside `start`.
+        see) wraps `default_cmd` instead. Nested uses wrap once. `KubeRemoteSpawner` wraps in
+        ``get_pod_manifest`` instead of `start`, after the user's profile has set ``cmd``.
         """
         if not self.refresher or self._cmd_wrapped:
             yield
