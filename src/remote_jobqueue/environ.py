@@ -8,6 +8,7 @@ cluster's processes get none of the notebook's tokens).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 #: Names the spawner refuses to pass on, whatever the Hub's configuration says.
 SECRET_MARKERS = ("CLIENT_SECRET", "REFRESH_TOKEN", "CRYPT_KEY", "ACCESS_TOKEN", "BEARER_TOKEN=")
@@ -17,19 +18,33 @@ TOKEN_FILE_VARIABLES = ("BEARER_TOKEN_FILE", "_CONDOR_SCITOKENS_FILE")
 HUB_TOKEN_VARIABLES = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN")
 
 
-def looks_secret(name: str, value: str) -> bool:
-    """Would passing this variable hand the user a credential they must not hold?"""
+def looks_secret(name: str, value: Any) -> bool:
+    """Would passing this variable hand the user a credential they must not hold?
+
+    ``value`` is a string, or (KubeSpawner's ``environment``) a Kubernetes ``EnvVar`` as a
+    mapping: its ``value``, or a ``valueFrom`` that reads a Secret, which is a credential under
+    any name (a Secret meant for users belongs in a volume, as the token file is).
+    """
     if name in TOKEN_FILE_VARIABLES:
         return False
     upper = f"{name}=".upper()
     if name.upper() == "BEARER_TOKEN" or any(m in upper for m in SECRET_MARKERS):
         return True
+    if isinstance(value, Mapping):
+        source = value.get("valueFrom") or value.get("value_from") or {}
+        if isinstance(source, Mapping) and (
+            source.get("secretKeyRef") or source.get("secret_key_ref")
+        ):
+            return True
+        value = value.get("value")
+    if not isinstance(value, str):
+        return False
     return value.startswith("eyJ") and value.count(".") == 2  # a JWT under any name
 
 
 def without_secrets(
-    env: Mapping[str, str], also: Iterable[str] = ()
-) -> tuple[dict[str, str], list[str]]:
+    env: Mapping[str, Any], also: Iterable[str] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """``env`` minus credentials (and the names in ``also``); and the names dropped."""
     extra = set(also)
     dropped = [k for k, v in env.items() if k in extra or looks_secret(k, v)]

@@ -4,11 +4,19 @@ Specification: every Dockerfile passes hadolint (with the repository's ``.hadoli
 takes its base image as ``ARG BASE`` or builds on another image of ours; the compose file
 parses with podman-compose and brings up the facility's topology: a central manager and
 ``T2_LOCAL`` on the hub network, ``T2_A`` and ``T2_B`` each on a network of its own.
+
+The product's images (issue 11: ``hub``, ``gateway``, ``lab``) build with the repository root as
+the context and install remote-jobqueue from it, never the facility; the gateway runs as a
+user of its own and reads its host key from a mounted file; the lab has dask-labextension.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +29,181 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*/Dockerfile"))
 BIN = Path(sys.executable).parent
 
 
+#: The product's images, built with the repository root as the context.
+PRODUCT_IMAGES = ("hub", "gateway", "lab")
+
+
 def test_there_are_dockerfiles_for_the_pools_roles() -> None:
     assert {p.parent.name for p in DOCKERFILES} >= {"condor", "xrootd", "worker"}
+
+
+def test_there_are_dockerfiles_for_the_products_images() -> None:
+    assert {p.parent.name for p in DOCKERFILES} >= set(PRODUCT_IMAGES)
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    lines = [
+        line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")
+    ]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    found = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            found.append((word.upper(), " ".join(rest.split())))
+    return found
+
+
+def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    steps = instructions(dockerfile)
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def dockerignored(path: str) -> bool:
+    """Docker's rule for the root .dockerignore: the last pattern matching the path or one of
+    its parent directories decides (``!`` lets it through)."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    parts = Path(path).parts
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        cleaned = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(c, cleaned) for c in candidates):
+            ignored = not negated
+    return ignored
+
+
+@pytest.mark.parametrize("name", PRODUCT_IMAGES)
+def test_product_images_install_the_checkout_and_never_the_facility(name: str) -> None:
+    steps = final_stage(ROOT / "docker" / name / "Dockerfile")
+    sources = [
+        src
+        for word, args in steps
+        if word in {"COPY", "ADD"}
+        for src in args.split()[:-1]
+        if not src.startswith("--")
+    ]
+    assert {"pyproject.toml", "README.md", "src/"} <= set(sources)
+    for src in sources:
+        assert src in {"pyproject.toml", "README.md", "src/"} or src.startswith(f"docker/{name}/")
+        assert (ROOT / src).exists(), src
+        assert not dockerignored(src), f"{src} is left out of the build context"
+    installs = [args for word, args in steps if word == "RUN" and "pip install" in args]
+    assert any("/tmp/remote-jobqueue" in args for args in installs)
+    assert not any("facility" in args for word, args in steps)
+
+
+def test_the_build_context_leaves_out_the_facility_tests_and_virtualenvs() -> None:
+    for path in (
+        "facility/pyproject.toml",
+        "facility/src/rjq_facility/images.py",
+        "tests/unit",
+        ".venv/bin/python",
+        ".git/config",
+        "docker/condor/Dockerfile",
+        "src/remote_jobqueue/__pycache__/cluster.cpython-311.pyc",
+    ):
+        assert dockerignored(path), path
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "src/remote_jobqueue/cluster.py",
+        "src/remote_jobqueue/remote-jobqueue-schema.yaml",
+    ):
+        assert not dockerignored(path), path
+
+
+def test_the_gateway_image_runs_as_a_user_of_its_own() -> None:
+    steps = final_stage(ROOT / "docker" / "gateway" / "Dockerfile")
+    users = [args for word, args in steps if word == "USER"]
+    assert users, "a USER instruction"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    assert re.search(rf"useradd --uid {user} .*gateway", " ".join(a for _, a in steps))
+    assert ("EXPOSE", "2222") in steps
+    env = " ".join(args for word, args in steps if word == "ENV")
+    assert "RJQ_GATEWAY_HOST_KEY=" in env
+    assert ("ENTRYPOINT", '["/usr/local/bin/rjq-gateway"]') in steps
+
+
+def test_the_lab_image_has_dask_labextension_installed_and_checked() -> None:
+    steps = final_stage(ROOT / "docker" / "lab" / "Dockerfile")
+    runs = [args for word, args in steps if word == "RUN"]
+    assert any("pip install" in r and '"dask-labextension' in r for r in runs)
+    assert any(
+        "jupyter labextension list" in r and "dask-labextension .*enabled" in r for r in runs
+    )
+    for package in ("jupyterlab", "coffea"):
+        assert any("pip install" in r and f'"{package}>=' in r for r in runs), package
+    extras = next(args for word, args in steps if word == "ARG" and args.startswith("EXTRAS="))
+    assert {"hub", "analysis", "root"} <= set(extras.removeprefix("EXTRAS=").split(","))
+    assert ("CMD", '["jupyterhub-singleuser"]') in steps
+
+
+def test_the_labs_new_cluster_button_makes_remote_clusters() -> None:
+    import importlib
+
+    config = yaml.safe_load((ROOT / "docker" / "lab" / "dask-labextension.yaml").read_text())
+    factory = config["labextension"]["factory"]
+    cluster_class = getattr(importlib.import_module(factory["module"]), factory["class"])
+    assert cluster_class.__name__ == "RemoteHTCondorCluster"
+
+
+# The gateway's entrypoint, run for real with a stand-in for the gateway ---------------------
+
+FAKE_GATEWAY = """#!/bin/sh
+key=$3
+printf '%s\n' "$@" > "$RJQ_TEST_ARGS"
+stat -c '%a %u' "$key" >> "$RJQ_TEST_ARGS"
+cat "$key" >> "$RJQ_TEST_ARGS"
+"""
+
+
+def run_gateway_entrypoint(tmp_path: Path, key: Path, *args: str) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "remote-jobqueue"
+    fake.write_text(FAKE_GATEWAY)
+    fake.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "RJQ_GATEWAY_HOST_KEY": str(key),
+        "RJQ_GATEWAY_RUNTIME_DIR": str(tmp_path / "run"),
+        "RJQ_TEST_ARGS": str(tmp_path / "args"),
+    }
+    script = ROOT / "docker" / "gateway" / "entrypoint.sh"
+    return subprocess.run(
+        ["sh", str(script), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_gateway_reads_a_private_copy_of_the_mounted_host_key(tmp_path: Path) -> None:
+    secret = tmp_path / "secret" / "host-key"
+    secret.parent.mkdir()
+    secret.write_text("KEY MATERIAL\n")
+    secret.chmod(0o440)  # a Secret volume's file under fsGroup: the gateway would refuse it
+    done = run_gateway_entrypoint(tmp_path, secret, "--issuer", "https://idp.example")
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "args").read_text().splitlines()
+    copy = tmp_path / "run" / "host-key"
+    assert lines[:4] == ["gateway", "--host-key", str(copy), "--issuer"]
+    assert lines[-2] == f"600 {os.geteuid()}" and lines[-1] == "KEY MATERIAL"
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o440, "the mounted file is left as it is"
+
+
+def test_the_gateway_refuses_to_start_without_its_host_key(tmp_path: Path) -> None:
+    done = run_gateway_entrypoint(tmp_path, tmp_path / "missing")
+    assert done.returncode == 2
+    assert "no readable host key" in done.stderr
+    assert not (tmp_path / "args").exists(), "no gateway (it would make a key nobody pinned)"
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)

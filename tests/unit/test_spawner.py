@@ -127,6 +127,32 @@ def test_credentials_never_reach_the_server(name, value):
     assert env["JUPYTERHUB_API_TOKEN"] == "abc"  # the server's own token stays
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"valueFrom": {"secretKeyRef": {"name": "hub", "key": "anything"}}},
+        {"value": token()},
+    ],
+    ids=["a-kubernetes-secret", "a-jwt-in-an-env-var-object"],
+)
+def test_kubernetes_env_var_objects_holding_credentials_never_reach_the_server(value):
+    plain = {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    env, dropped = without_secrets({"INNOCENT": value, "POD_IP": plain})
+    assert dropped == ["INNOCENT"] and env == {"POD_IP": plain}
+
+
+def test_the_mixin_wraps_a_cmd_of_none_around_the_default_command():
+    pytest.importorskip("jupyterhub")
+    from remote_jobqueue.spawner import LocalProcessRemoteSpawner
+
+    spawner = LocalProcessRemoteSpawner(sites=SITES, cmd=None, default_cmd=["my-singleuser"])
+    with spawner.refresher_wrapped_cmd():
+        assert spawner.cmd[-2:] == ["--", "my-singleuser"]
+        with spawner.refresher_wrapped_cmd():  # nested: wrapped once
+            assert spawner.cmd.count("--") == 1
+    assert spawner.cmd is None
+
+
 def test_the_mixin_asks_for_a_server_token_that_reads_auth_state():
     pytest.importorskip("jupyterhub")
     from remote_jobqueue.spawner import LocalProcessRemoteSpawner

@@ -10,6 +10,8 @@ file (``BEARER_TOKEN_FILE``) and keeps it fresh for as long as the server runs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from traitlets import Bool, Dict, Float, Int, List, TraitType, Unicode, Union, default, validate
@@ -141,6 +143,15 @@ class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
     refresher_python = Unicode(
         sys.executable, help="Python of the user's server that has remote_jobqueue installed."
     ).tag(config=True)
+    default_cmd = List(
+        ["jupyterhub-singleuser"],
+        minlen=1,
+        help="""What the refresher starts when ``cmd`` is None (KubeSpawner's default, "the
+        image's command"): the Hub cannot read an image's CMD, so name it here if it is not
+        ``jupyterhub-singleuser`` (the CMD of docker/lab and of the Zero to JupyterHub
+        images). ``args`` follow it, as they follow ``cmd``.""",
+    ).tag(config=True)
+    _cmd_wrapped = False
 
     # The server token must read the user's auth_state to pull fresh tokens.
     @default("server_token_scopes")
@@ -178,12 +189,26 @@ class RemoteJobqueueSpawnerMixin(LoggingConfigurable):
         """``cmd`` started by the refresher launcher, which then execs it (same pid)."""
         return [self.refresher_python, "-m", "remote_jobqueue.spawner.refresher", "--", *cmd]
 
-    async def start(self) -> Any:
-        if not self.refresher:
-            return await super().start()  # type: ignore[misc]
-        original = list(self.cmd)  # type: ignore[has-type]
-        self.cmd = self.refresher_command(original)
+    @contextmanager
+    def refresher_wrapped_cmd(self) -> Iterator[None]:
+        """``self.cmd`` wrapped in the refresher while the spawner builds the server's command.
+
+        A ``cmd`` of None (KubeSpawner's default: the image's own command, which the Hub cannot
+        see) wraps `default_cmd` instead. Nested uses wrap once. `KubeRemoteSpawner` wraps in
+        ``get_pod_manifest`` instead of `start`, after the user's profile has set ``cmd``.
+        """
+        if not self.refresher or self._cmd_wrapped:
+            yield
+            return
+        original = self.cmd  # type: ignore[has-type]
+        self.cmd = self.refresher_command(list(original or self.default_cmd))
+        self._cmd_wrapped = True
         try:
-            return await super().start()  # type: ignore[misc]
+            yield
         finally:
             self.cmd = original
+            self._cmd_wrapped = False
+
+    async def start(self) -> Any:
+        with self.refresher_wrapped_cmd():
+            return await super().start()  # type: ignore[misc]
