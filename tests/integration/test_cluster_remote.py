@@ -9,7 +9,9 @@ Specification (issue "RemoteHTCondorCluster"):
 4. an unknown site, impossible resources and a held job each fail fast with the reason, leaving
    nothing in the schedd;
 5. a client killed with SIGKILL leaves nothing behind once the lease has run out;
-6. a scheduler job removed from outside gives a clear error, and nothing hangs.
+6. a scheduler job removed from outside gives a clear error, and nothing hangs;
+7. a site's own Python (T2_B's worker image, 3.13) against a 3.11 client: a VersionMismatch
+   that names both versions, not a pickling failure, and no job is left.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from remote_jobqueue import (
     RemoteHTCondorCluster,
     SchedulerJobHeld,
     UnknownSite,
+    VersionMismatch,
 )
 from remote_jobqueue import schedd as sched
 from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
@@ -243,6 +246,25 @@ def test_a_held_scheduler_job_raises_its_hold_reason(facility, alice):
     assert time.monotonic() - started < 30
     cluster = info.value.job_id.split(".")[0]
     wait_until(lambda: not sched.job_ads(schedd, f"ClusterId == {cluster}"), 30, "held job removed")
+
+
+def test_the_sites_own_python_of_another_version_is_a_clear_error(facility, alice):
+    # T2_B's nodes are worker-image nodes: Debian trixie's Python and remote-jobqueue in
+    # /opt/rjq, beside the facility's software area the catalogue names by default.
+    before = cluster_jobs_of_alice(facility)
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    with pytest.raises(VersionMismatch, match=rf"Python {here} here, 3\.\d+ at the site") as info:
+        RemoteHTCondorCluster(site="T2_B", python="/opt/rjq/bin/python", quiet=True)
+    assert f"Python {here} here, {here} at the site" not in str(info.value)
+    wait_until(
+        lambda: cluster_jobs_of_alice(facility) <= before, 30, "the mismatched cluster's jobs gone"
+    )
+
+
+def cluster_jobs_of_alice(facility) -> set[str]:
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    ads = sched.job_ads(schedd, 'Owner == "alice" && RjqClusterId =!= undefined', ["ClusterId"])
+    return {str(ad["ClusterId"]) for ad in ads}
 
 
 def test_a_killed_client_leaves_nothing_once_the_lease_runs_out(facility, alice):

@@ -319,18 +319,21 @@ def setup_identities(cfg: FacilityConfig) -> None:
         (udir / "condor_config").write_text(client_config(cfg, user))
 
 
-def up(cfg: FacilityConfig, image: str, software: list[Path]) -> None:
-    """Start the pool's container on the hub side, then each site's execute node."""
-    condor_user = image_user(image, "condor")
+def up(cfg: FacilityConfig, images: dict[str, str], software: list[Path]) -> None:
+    """Start the pool's container on the hub side, then each site's execute node.
+
+    ``images`` maps image names (a site's ``image``) to built tags; the ``worker`` image is
+    built on ``condor``, so the condor user is the same in both."""
+    condor_user = image_user(images["condor"], "condor")
     write_configs(cfg, condor_user)
     scitokens.setup(cfg, *condor_user)
     hub = next(s for s in cfg.sites if not s.private)
-    start_role(cfg, image, hub, software)
+    start_role(cfg, images[hub.image], hub, software)
     wait_for_pool_key(cfg)
     setup_identities(cfg)
     for site in cfg.sites:
         if site.private:
-            start_role(cfg, image, site, software)
+            start_role(cfg, images[site.image], site, software)
 
 
 def down(cfg: FacilityConfig) -> None:

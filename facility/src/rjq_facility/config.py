@@ -30,6 +30,8 @@ class Site:
     own_cache: bool = False
     #: A remote site's own private network (a /24), behind its NAT router.
     subnet: str | None = None
+    #: The image of its nodes: ``condor``, or ``worker`` (a Python of its own at /opt/rjq).
+    image: str = "condor"
 
     @property
     def private(self) -> bool:
@@ -77,7 +79,7 @@ class FacilityConfig:
         default_factory=lambda: (
             Site("T2_LOCAL", None, "10.213.77.2", cpus=24, memory_mb=24576),
             Site("T2_A", "rjq-t2a", "10.213.78.11", own_cache=True, subnet="10.213.78.0/24"),
-            Site("T2_B", "rjq-t2b", "10.213.79.11", subnet="10.213.79.0/24"),
+            Site("T2_B", "rjq-t2b", "10.213.79.11", subnet="10.213.79.0/24", image="worker"),
         )
     )
     state_dir: Path = STATE_DIR

@@ -15,17 +15,51 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import FacilityConfig
-
-#: The images of docker/ the facility builds, in build order (``worker`` needs a published
-#: remote-jobqueue or a wheel, and the facility serves software from a read-only area instead).
-IMAGES = ("condor", "xrootd", "nat")
-#: Bump when the base recipe below changes in a way the key does not already see.
+#: Bump when the base recipes below change in a way their keys do not already see.
 BASE_RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build ``docker/<name>``: on which base, and with which context.
+
+    ``base`` is a Debian base made here (:data:`BASES`) or another image of this table. Images
+    of the product (``repository=True``) are built with the repository root as the context, as
+    a facility would build them; the root ``.dockerignore`` lets only the product's sources in.
+    """
+
+    name: str
+    base: str
+    repository: bool = False
+
+
+#: Debian bases made with debootstrap (no registry here): name -> (suite, extra packages).
+#: ``python`` stands in for the registry's ``python:3.11-slim-bookworm``.
+BASES = {
+    "trixie": ("trixie", ()),
+    "python": ("bookworm", ("python3", "python3-venv", "ca-certificates")),
+}
+RECIPES = {
+    r.name: r
+    for r in (
+        Recipe("condor", "trixie"),
+        Recipe("xrootd", "trixie"),
+        Recipe("nat", "trixie"),
+        Recipe("worker", "condor", repository=True),
+        Recipe("gateway", "python", repository=True),
+        Recipe("hub", "python", repository=True),
+        Recipe("lab", "python", repository=True),
+    )
+}
+#: What the facility runs (``T2_B``'s nodes are ``worker`` nodes, with a Python of their own).
+IMAGES = ("condor", "xrootd", "nat", "worker")
+#: The files of the repository a ``repository=True`` image sees besides its own directory.
+PRODUCT_SOURCES = ("pyproject.toml", "README.md", "src")
 
 Log = Callable[[str], None]
 
@@ -50,9 +84,13 @@ def host_debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str | None:
     return None
 
 
+def repository_dir() -> Path:
+    """The root of this checkout (the facility is only ever installed from one)."""
+    return Path(__file__).resolve().parents[3]
+
+
 def docker_dir() -> Path:
-    """``docker/`` of this checkout (the facility is only ever installed from one)."""
-    return Path(__file__).resolve().parents[3] / "docker"
+    return repository_dir() / "docker"
 
 
 def _podman(*args: str, what: str, timeout: float = 900, **kwargs) -> str:
@@ -71,31 +109,37 @@ def image_exists(tag: str) -> bool:
     return subprocess.run(["podman", "image", "exists", tag], capture_output=True).returncode == 0
 
 
-def base_tag(cfg: FacilityConfig) -> str:
-    key = hashlib.sha256(f"{BASE_RECIPE_VERSION} {cfg.suite} minbase".encode()).hexdigest()
-    return f"localhost/rjq-base:{cfg.suite}-{key[:12]}"
+def base_tag(name: str) -> str:
+    suite, packages = BASES[name]
+    recipe = f"{BASE_RECIPE_VERSION} {suite} minbase {' '.join(packages)}"
+    return f"localhost/rjq-{name}:{suite}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
-def ensure_base(cfg: FacilityConfig, log: Log = print) -> str:
-    """The local base image (Debian ``cfg.suite``, minbase), made once."""
-    tag = base_tag(cfg)
+def ensure_base(name: str, log: Log = print) -> str:
+    """A local Debian base image (:data:`BASES`), made once with debootstrap."""
+    tag = base_tag(name)
     if image_exists(tag):
         return tag
     if shutil.which("debootstrap") is None:
         raise ProvisioningError("debootstrap is not installed: run scripts/setup.sh")
+    suite, packages = BASES[name]
     log(f"making the base image {tag} with debootstrap …")
     mirror = host_debian_mirror() or "http://deb.debian.org/debian"
+    include = [f"--include={','.join(packages)}"] if packages else []
     with tempfile.TemporaryDirectory(prefix="rjq-base-") as tmp:
         root = Path(tmp) / "root"
         proc = subprocess.run(
-            ["debootstrap", "--variant=minbase", cfg.suite, str(root), mirror],
+            ["debootstrap", "--variant=minbase", *include, suite, str(root), mirror],
             capture_output=True,
             text=True,
             timeout=900,
         )
         if proc.returncode != 0:
             tail = "\n".join(proc.stdout.strip().splitlines()[-10:])
-            raise ProvisioningError(f"debootstrap {cfg.suite} failed:\n{tail}")
+            raise ProvisioningError(f"debootstrap {suite} failed:\n{tail}")
+        (root / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
+        for deb in (root / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
         tar = subprocess.Popen(
             ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
         )
@@ -106,22 +150,67 @@ def ensure_base(cfg: FacilityConfig, log: Log = print) -> str:
     return tag
 
 
+def _inputs(recipe: Recipe) -> list[tuple[str, Path]]:
+    """Every file that goes into the image, by its name in the build context."""
+    root = repository_dir()
+    trees = [docker_dir() / recipe.name]
+    if recipe.repository:
+        trees += [root / name for name in PRODUCT_SOURCES]
+    files = []
+    for tree in trees:
+        found = [tree] if tree.is_file() else sorted(p for p in tree.rglob("*") if p.is_file())
+        files += [
+            (str(path.relative_to(root if recipe.repository else tree)), path)
+            for path in found
+            if "__pycache__" not in path.parts
+        ]
+    return files
+
+
 def image_tag(name: str, base: str, directory: Path | None = None) -> str:
-    """``localhost/rjq-<name>:<hash of the base and of every file of docker/<name>>``."""
-    directory = directory or docker_dir() / name
+    """``localhost/rjq-<name>:<hash of the base and of every file that goes in>``."""
+    recipe = RECIPES.get(name, Recipe(name, base))
+    files = (
+        [(str(p.relative_to(directory)), p) for p in sorted(directory.rglob("*")) if p.is_file()]
+        if directory is not None
+        else _inputs(recipe)
+    )
     digest = hashlib.sha256(base.encode())
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes())
+    for relative, path in files:
+        digest.update(relative.encode() + b"\0" + path.read_bytes())
     return f"localhost/rjq-{name}:{digest.hexdigest()[:12]}"
 
 
-def ensure_image(cfg: FacilityConfig, name: str, log: Log = print) -> str:
-    """Build ``docker/<name>`` on the local base unless an image of the same inputs exists."""
-    base = ensure_base(cfg, log)
+def _base_of(recipe: Recipe, log: Log) -> str:
+    if recipe.base in BASES:
+        return ensure_base(recipe.base, log)
+    return ensure_image(recipe.base, log)
+
+
+def build_volumes() -> list[str]:
+    """What builds here need from the host: its CA bundle, for pip (this machine reaches
+    package indexes through a TLS-inspecting proxy). Docker users elsewhere need none of it."""
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    if not bundle.is_file():
+        return []
+    conf = Path(tempfile.gettempdir()) / "rjq-build-pip.conf"
+    conf.write_text("[global]\ncert = /run/rjq-build/ca.crt\n")
+    return [f"--volume={bundle}:/run/rjq-build/ca.crt:ro", f"--volume={conf}:/etc/pip.conf:ro"]
+
+
+def ensure_image(name: str, log: Log = print) -> str:
+    """Build ``docker/<name>`` on its base unless an image of the same inputs exists."""
+    recipe = RECIPES[name]
+    base = _base_of(recipe, log)
     tag = image_tag(name, base)
     if image_exists(tag):
         return tag
     log(f"building {tag} from docker/{name} …")
+    if recipe.repository:
+        where = ["--file", str(docker_dir() / name / "Dockerfile"), *build_volumes()]
+        context = repository_dir()
+    else:
+        where, context = [], docker_dir() / name
     _podman(
         "build",
         "--build-arg",
@@ -130,8 +219,10 @@ def ensure_image(cfg: FacilityConfig, name: str, log: Log = print) -> str:
         tag,
         "--label",
         "org.remote-jobqueue.facility=1",
-        str(docker_dir() / name),
+        *where,
+        str(context),
         what=f"podman build docker/{name}",
+        timeout=1800,
     )
     prune_older(tag)
     return tag
@@ -150,14 +241,15 @@ def prune_older(tag: str) -> None:
             subprocess.run(["podman", "rmi", old], capture_output=True)
 
 
-def ensure_images(cfg: FacilityConfig | None = None, log: Log = print) -> dict[str, str]:
-    """Every image of :data:`IMAGES`, built where missing: name → tag."""
-    cfg = cfg or FacilityConfig()
-    ensure_base(cfg, log)
-    # Side by side: each build mostly waits on the Debian mirror.
-    with ThreadPoolExecutor(max_workers=len(IMAGES)) as pool:
-        tags = pool.map(lambda name: ensure_image(cfg, name, log), IMAGES)
-        return dict(zip(IMAGES, tags, strict=True))
+def ensure_images(names: Iterable[str] = IMAGES, log: Log = print) -> dict[str, str]:
+    """The images ``names``, built where missing: name → tag."""
+    names = tuple(names)
+    for base in {RECIPES[n].base for n in names} & set(BASES):
+        ensure_base(base, log)
+    # Side by side: each build mostly waits on the Debian mirror or a package index.
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        tags = pool.map(lambda name: ensure_image(name, log), names)
+        return dict(zip(names, tags, strict=True))
 
 
 #: Labels on every container and network the facility or its tests make.

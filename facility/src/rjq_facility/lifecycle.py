@@ -90,7 +90,7 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     cfg = cfg or FacilityConfig()
     preflight(cfg)
     started = time.monotonic()
-    built = images.ensure_images(cfg, log=log)
+    built = images.ensure_images(log=log)
     software = software_area()
     recipe = {"images": built, "software": [str(p) for p in software]}
     running = _running_recipe(cfg)
@@ -108,7 +108,7 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     log("starting the networks and the sites' NAT routers …")
     network.up(cfg, built["nat"])
     log("starting the HTCondor pool …")
-    condor.up(cfg, built["condor"], software)
+    condor.up(cfg, built, software)
     from . import issuer, xrootd
 
     log("starting the OIDC issuer …")
