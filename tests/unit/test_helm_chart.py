@@ -160,6 +160,39 @@ def test_every_manifest_validates_strictly_against_kubernetes(
             pytest.fail(f"{name} is no valid Kubernetes {version} object: {err}")
 
 
+OWN_SECRETS = {
+    "oidc": {"existingSecret": {"name": "iam-client", "key": "secret"}},
+    "gateway": {
+        "hostKey": {"existingSecret": "gateway-key"},
+        "hubTokens": {"enabled": False},
+        "service": {"type": "NodePort", "nodePort": 30022},
+    },
+    "hub": {"db": {"type": "sqlite-memory"}},
+    "proxy": {"service": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["192.0.2.0/24"]}},
+    "singleuser": {"storage": {"type": "none"}},
+}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_with_the_operators_own_secrets_the_chart_uses_them_and_makes_only_the_hubs(
+    version: str,
+) -> None:
+    rendered = Rendered(OWN_SECRETS)
+    for manifest in rendered.manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    assert [m["metadata"]["name"] for m in rendered.of_kind("Secret")] == [f"{FULLNAME}-hub"]
+    assert rendered.of_kind("PersistentVolumeClaim") == []
+    env = {e["name"]: e for e in rendered.container("hub")["env"]}
+    assert (
+        env["OAUTH_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]
+        == OWN_SECRETS["oidc"]["existingSecret"]
+    )
+    pod = rendered.get("Deployment", "gateway")["spec"]["template"]["spec"]
+    (key,) = [v for v in pod["volumes"] if "secret" in v]
+    assert key["secret"]["secretName"] == "gateway-key"
+    assert rendered.get("Service", "gateway")["spec"]["ports"][0]["nodePort"] == 30022
+
+
 def test_strict_validation_refuses_a_misspelt_field(default: Rendered) -> None:
     deployment = copy.deepcopy(default.get("Deployment", "gateway"))
     deployment["spec"]["template"]["spec"]["containers"][0]["securityContex"] = {}
