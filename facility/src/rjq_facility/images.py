@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -198,8 +199,18 @@ def build_volumes() -> list[str]:
     return [f"--volume={bundle}:/run/rjq-build/ca.crt:ro", f"--volume={conf}:/etc/pip.conf:ro"]
 
 
+_building = {name: threading.Lock() for name in RECIPES}
+
+
 def ensure_image(name: str, log: Log = print) -> str:
-    """Build ``docker/<name>`` on its base unless an image of the same inputs exists."""
+    """Build ``docker/<name>`` on its base unless an image of the same inputs exists.
+
+    One build per image at a time: images built side by side may share a base image."""
+    with _building[name]:
+        return _ensure_image(name, log)
+
+
+def _ensure_image(name: str, log: Log) -> str:
     recipe = RECIPES[name]
     base = _base_of(recipe, log)
     tag = image_tag(name, base)
