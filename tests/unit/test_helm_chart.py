@@ -551,7 +551,15 @@ def hub_files(tmp_path: Path) -> Iterator[Path]:
         "POD_NAMESPACE": NAMESPACE,
         "KUBECONFIG": str(tmp_path / "kubeconfig"),
     }
-    with mock.patch.dict("os.environ", env):
+    from kubernetes_asyncio.config import kube_config
+
+    # kubernetes_asyncio reads $KUBECONFIG once, when first imported: set where it keeps it.
+    with (
+        mock.patch.dict("os.environ", env),
+        mock.patch.object(
+            kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "kubeconfig")
+        ),
+    ):
         yield tmp_path
 
 

@@ -147,10 +147,10 @@ for trait, value in (
         setattr(spawner, trait, value)
 
 runtime = singleuser["runtimeDir"].rstrip("/")
+# The token's volume (a memory-backed emptyDir at runtime_dir's parent) is KubeRemoteSpawner's
+# own: it adds it to every pod it builds (kube.py).
 volumes = [
     {"name": "rjq-dask-config", "configMap": {"name": names["daskConfig"]}},
-    # The token file lives in memory only (kube.py: runtime_dir on a memory-backed emptyDir).
-    {"name": "rjq-runtime", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
 ]
 mounts = [
     {
@@ -159,7 +159,6 @@ mounts = [
         "subPath": dask["file"],
         "readOnly": True,
     },
-    {"name": "rjq-runtime", "mountPath": runtime},
 ]
 if condor["caFile"]:
     volumes.append({"name": "rjq-condor-ca", "configMap": {"name": names["condorCa"]}})
