@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import network, scitokens
 from .config import FacilityConfig, Site
+from .images import user_in
 from .network import LABEL
 
 CONDOR_DIRS = ("log", "lock", "spool", "execute", "run", "cred_dir")
@@ -160,30 +161,6 @@ def container_name(site: Site) -> str:
     return f"rjq-pool-{role_name(site).lower().replace('_', '-')}"
 
 
-def image_user(image: str, name: str) -> tuple[int, int]:
-    """The uid and gid of ``name`` in ``image`` (the condor user the package made there)."""
-    proc = subprocess.run(
-        [
-            "podman",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--entrypoint",
-            "getent",
-            image,
-            "passwd",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise PoolError(f"user {name} does not exist in {image}: {proc.stderr.strip()}")
-    fields = proc.stdout.strip().split(":")
-    return int(fields[2]), int(fields[3])
-
-
 def write_configs(cfg: FacilityConfig, condor_user: tuple[int, int]) -> None:
     d = condor_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
@@ -324,7 +301,7 @@ def up(cfg: FacilityConfig, images: dict[str, str], software: list[Path]) -> Non
 
     ``images`` maps image names (a site's ``image``) to built tags; the ``worker`` image is
     built on ``condor``, so the condor user is the same in both."""
-    condor_user = image_user(images["condor"], "condor")
+    condor_user = user_in(images["condor"], "condor")
     write_configs(cfg, condor_user)
     scitokens.setup(cfg, *condor_user)
     hub = next(s for s in cfg.sites if not s.private)

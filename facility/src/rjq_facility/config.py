@@ -43,6 +43,12 @@ class Site:
         return f"rjq-{self.name.lower().replace('_', '-')}"
 
     @property
+    def cache_address(self) -> str:
+        """Where a remote site's own XRootD cache listens, on the site's network."""
+        assert self.subnet is not None
+        return self.subnet.rsplit(".", 1)[0] + ".12"
+
+    @property
     def router(self) -> str:
         """The NAT router's address on the site's network: the site's default route."""
         assert self.subnet is not None
@@ -67,6 +73,9 @@ class FacilityConfig:
     hub_address: str = "10.213.77.1"
     #: The pool's container on the hub side: collector, negotiator, schedd, and T2_LOCAL.
     pool_address: str = "10.213.77.2"
+    #: The XRootD origin's and the hub cache's containers.
+    origin_address: str = "10.213.77.3"
+    hub_cache_address: str = "10.213.77.4"
     uid_domain: str = "rjq.test"
     collector_port: int = 9618
     origin_port: int = 11094
@@ -110,14 +119,20 @@ class FacilityConfig:
     # Where the hub's services listen (not annotated: they are properties, not fields)
     issuer_url = _on_hub("issuer_port", "http://")
     gateway = _on_hub("gateway_port")
-    origin_url = _on_hub("origin_port", "root://")
-    hub_cache_url = _on_hub("cache_port", "root://")
+
+    @property
+    def origin_url(self) -> str:
+        return f"root://{self.origin_address}:{self.origin_port}"
+
+    @property
+    def hub_cache_url(self) -> str:
+        return f"root://{self.hub_cache_address}:{self.cache_port}"
 
     def cache_url_for(self, site_name: str) -> str:
         """The nearest cache of a site: its own if it has one, else the hub's."""
         site = self.site(site_name)
         if site.own_cache:
-            return f"root://{site.address}:{self.cache_port}"
+            return f"root://{site.cache_address}:{self.cache_port}"
         return self.hub_cache_url
 
     # Directories of a running facility -------------------------------------------------

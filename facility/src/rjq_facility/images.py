@@ -106,6 +106,19 @@ def _podman(*args: str, what: str, timeout: float = 900, **kwargs) -> str:
     return proc.stdout
 
 
+def user_in(image: str, name: str) -> tuple[int, int]:
+    """The uid and gid of ``name`` in ``image`` (a user its packages made there)."""
+    proc = subprocess.run(
+        ["podman", "run", "--rm", "--network=none", "--entrypoint=getent", image, "passwd", name],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise ProvisioningError(f"user {name} does not exist in {image}: {proc.stderr.strip()}")
+    fields = proc.stdout.strip().split(":")
+    return int(fields[2]), int(fields[3])
+
+
 def image_exists(tag: str) -> bool:
     return subprocess.run(["podman", "image", "exists", tag], capture_output=True).returncode == 0
 

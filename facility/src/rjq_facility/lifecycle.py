@@ -50,21 +50,11 @@ def preflight(cfg: FacilityConfig) -> None:
             f"missing commands {missing}: "
             "apt-get install -y iproute2 podman debootstrap (or run scripts/setup.sh)"
         )
-    if shutil.which("xrootd") is None:
-        raise FacilityError(
-            "xrootd is missing: apt-get install -y xrootd-server xrootd-server-plugins "
-            "xrootd-client-plugins (or run scripts/setup.sh)"
-        )
 
 
 def facility_ports(cfg: FacilityConfig) -> dict[int, str]:
-    return {
-        cfg.collector_port: "HTCondor collector",
-        cfg.origin_port: "XRootD origin",
-        cfg.cache_port: "XRootD cache",
-        cfg.issuer_port: "OIDC issuer",
-        cfg.gateway_port: "SSH gateway",
-    }
+    """The ports the facility's daemons on the host listen on (the rest are containers')."""
+    return {cfg.issuer_port: "OIDC issuer", cfg.gateway_port: "SSH gateway"}
 
 
 def check_ports_free(cfg: FacilityConfig, address: str | None = None) -> None:
@@ -116,7 +106,7 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     log("starting the SSH gateway …")
     gateway_service.up(cfg)
     log("starting XRootD (origin and caches) …")
-    xrootd.up(cfg)
+    xrootd.up(cfg, built["xrootd"])
     cpus = condor.wait_for_sites(cfg)
     log(f"facility up in {time.monotonic() - started:.0f} s; sites: {cpus}")
     return cfg

@@ -1,22 +1,23 @@
 """The facility's XRootD servers: one origin and the caches (XCache) in front of it.
 
-The origin on the hub side exports ``/store`` (the generated dataset). A hub-side cache serves the
-notebook and the sites without a cache; each site with ``own_cache`` gets its own cache inside
-its network namespace, so its jobs read through a server in their own network, as at a real
-site. Clients are sent to a cache by the proxy plugin (:mod:`remote_jobqueue.data`), which
-rewrites ``root://origin//store/f`` to ``root://cache//root://origin//store/f``: that is why the
-caches also export ``/root:/`` and ``/xroot:/`` (forwarding mode).
+Each server is a container of ``docker/xrootd``. The origin on the hub network exports
+``/store`` (the generated dataset). A hub-side cache serves the notebook and the sites without a
+cache; each site with ``own_cache`` gets its own cache on its network, so its jobs read through
+a server in their own network, as at a real site, and that cache reaches the origin through the
+site's NAT router. Clients are sent to a cache by the proxy plugin (:mod:`remote_jobqueue.data`),
+which rewrites ``root://origin//store/f`` to ``root://cache//root://origin//store/f``: that is
+why the caches also export ``/root:/`` and ``/xroot:/`` (forwarding mode).
 
-xrootd refuses to run as root, so every server runs as user ``xrootd`` (``-R``), and every
-directory it writes is owned by that user.
+A server's home (configuration, admin and pid directories, the data or the cache) is under the
+facility's state directory, mounted at the same path, owned by the image's ``xrootd`` user
+(xrootd refuses to run as root). Its log is the container's, kept in the facility's log dir.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
-import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,16 +25,10 @@ from typing import Any
 
 from rjq_facility import dataset
 from rjq_facility.config import FacilityConfig
-from rjq_facility.processes import (
-    kill_group_or_pid,
-    pid_of,
-    start_daemon,
-    stop_daemon,
-    wait_for_port,
-)
+from rjq_facility.network import LABEL
+from rjq_facility.processes import wait_for_port
 
 XROOTD_USER = "xrootd"
-XROOTD_BIN = "/usr/bin/xrootd"
 
 
 @dataclass(frozen=True)
@@ -45,13 +40,22 @@ class Server:
     home: Path
     address: str
     port: int
+    #: The podman network the server's container is on.
+    network: str
+    #: Where the server can be reached from: ``None`` the host, else a site's namespace.
     netns: str | None
     #: ``host:port`` of the origin for a cache, ``None`` for the origin itself.
     origin: str | None
+    #: On a site's network: the site's NAT router, the server's default route.
+    router: str | None = None
 
     @property
     def daemon(self) -> str:
         return f"xrootd-{self.name}"
+
+    @property
+    def container(self) -> str:
+        return f"rjq-xrootd-{self.name.lower().replace('_', '-')}"
 
     @property
     def url(self) -> str:
@@ -109,65 +113,101 @@ def origin_data_dir(cfg: FacilityConfig) -> Path:
 
 def servers(cfg: FacilityConfig) -> list[Server]:
     """The origin first, then the hub cache, then one cache per site that has its own."""
-    origin = f"{cfg.hub_address}:{cfg.origin_port}"
+    origin = f"{cfg.origin_address}:{cfg.origin_port}"
+    hub = cfg.hub_network
     found = [
-        Server("origin", root_dir(cfg) / "origin", cfg.hub_address, cfg.origin_port, None, None),
-        Server(
-            "cache-hub", root_dir(cfg) / "cache-hub", cfg.hub_address, cfg.cache_port, None, origin
-        ),
-    ]
+        Server("origin", root_dir(cfg) / "origin", cfg.origin_address, cfg.origin_port, hub,
+               None, None),
+        Server("cache-hub", root_dir(cfg) / "cache-hub", cfg.hub_cache_address, cfg.cache_port,
+               hub, None, origin),
+    ]  # fmt: skip
     for site in cfg.sites:
         if site.own_cache:
             name = f"cache-{site.name}"
             found.append(
-                Server(name, root_dir(cfg) / name, site.address, cfg.cache_port, site.netns, origin)
-            )
+                Server(name, root_dir(cfg) / name, site.cache_address, cfg.cache_port,
+                       site.network, site.netns, origin, site.router)
+            )  # fmt: skip
     return found
 
 
 def up(
-    cfg: FacilityConfig, *, events: int = 1_000_000, files: int = 4, timeout: float = 30.0
+    cfg: FacilityConfig,
+    image: str,
+    *,
+    events: int = 1_000_000,
+    files: int = 4,
+    timeout: float = 30.0,
 ) -> dict[str, Any]:
     """Generate the dataset, start whatever is not running as configured, wait for the ports.
 
     Idempotent: a server already running with the same config is left alone, unless the dataset
     was regenerated, in which case caches restart with empty storage (they never revalidate).
     """
-    user = pwd.getpwnam(XROOTD_USER)
-    _check_traversable(cfg.state_dir, user)
+    from .images import user_in
+
+    owner = user_in(image, XROOTD_USER)
     data = origin_data_dir(cfg)
     data.mkdir(parents=True, exist_ok=True)
     before = dataset.read_manifest(data)
     dataset.generate(data, events=events, files=files)
     data_changed = dataset.read_manifest(data) != before
 
-    started: dict[str, int] = {}  # server name -> log offset at its start
+    started: set[str] = set()
     for server in servers(cfg):
-        pid = pid_of(server.daemon, cfg.run)
         same = _read(server.config_file) == server.config()
-        if pid is not None and same and not (data_changed and server.origin is not None):
+        fresh_data = data_changed and server.origin is not None
+        if _running(server) and same and not fresh_data:
             continue
-        _stop(server, cfg)
-        _prepare(server, user)
+        _stop(server)
+        _prepare(server, owner)
         log = cfg.logs / f"{server.daemon}.log"
-        started[server.name] = log.stat().st_size if log.exists() else 0
-        start_daemon(
-            server.daemon,
-            [XROOTD_BIN, "-R", XROOTD_USER, "-n", server.name, "-c", str(server.config_file)],
-            cfg.run,
-            cfg.logs,
-            netns=server.netns,
-            cwd=server.home,
-        )
+        log.unlink(missing_ok=True)
+        started.add(server.name)
+        _start(server, image, log)
     for server in servers(cfg):
-        _wait_ready(server, cfg, started.get(server.name), timeout)
+        _wait_ready(server, cfg, fresh=server.name in started, timeout=timeout)
     return status(cfg)
+
+
+def _start(server: Server, image: str, log: Path) -> None:
+    argv = [
+        "podman", "run", "--detach", f"--name={server.container}", f"--label={LABEL}",
+        f"--network={server.network}:ip={server.address}",
+        f"--volume={server.home}:{server.home}",
+        "--log-driver=k8s-file", f"--log-opt=path={log}",
+        image, "xrootd", "-n", server.name, "-c", str(server.config_file),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"starting xrootd {server.name} failed: {proc.stderr.strip()}")
+    if server.router:
+        # An internal network gives no default route: the site's router is its way out, set
+        # from the host (the image runs as xrootd, without the right to change its routes).
+        pid = subprocess.run(
+            ["podman", "inspect", "--format", "{{.State.Pid}}", server.container],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        route = ["nsenter", "-t", pid, "-n", "ip", "route", "replace", "default", "via"]
+        done = subprocess.run([*route, server.router], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"routing xrootd {server.name}: {done.stderr.strip()}")
+
+
+def _running(server: Server) -> bool:
+    proc = subprocess.run(
+        ["podman", "inspect", "--format", "{{.State.Running}}", server.container],
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
 
 
 def down(cfg: FacilityConfig) -> None:
     """Stop every server and remove their runtime files and caches; keep the origin's dataset."""
     for server in servers(cfg):
-        _stop(server, cfg)
+        _stop(server)
         if not server.home.is_dir():
             continue
         for entry in server.home.iterdir():
@@ -182,15 +222,15 @@ def down(cfg: FacilityConfig) -> None:
 
 
 def status(cfg: FacilityConfig) -> dict[str, Any]:
-    """Per server: pid, URL, network namespace, whether it accepts connections, its log."""
+    """Per server: its container, URL, whether it accepts connections, its log."""
     result: dict[str, Any] = {}
     for server in servers(cfg):
-        pid = pid_of(server.daemon, cfg.run)
+        running = _running(server)
         result[server.name] = {
-            "pid": pid,
+            "container": server.container if running else None,
             "url": server.url,
             "netns": server.netns,
-            "listening": pid is not None and _listening(server),
+            "listening": running and _listening(server),
             "log": str(cfg.logs / f"{server.daemon}.log"),
         }
     manifest = dataset.read_manifest(origin_data_dir(cfg))
@@ -208,8 +248,8 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _prepare(server: Server, user: pwd.struct_passwd) -> None:
-    """Fresh admin/run dirs (and an empty cache), all owned by the xrootd user."""
+def _prepare(server: Server, owner: tuple[int, int]) -> None:
+    """Fresh admin/run dirs (and an empty cache), all owned by the image's xrootd user."""
     if server.origin is not None:
         shutil.rmtree(server.data_dir, ignore_errors=True)
     for sub in ("admin", "run"):
@@ -217,30 +257,16 @@ def _prepare(server: Server, user: pwd.struct_passwd) -> None:
     for path in (server.home, server.home / "admin", server.home / "run", server.data_dir):
         path.mkdir(parents=True, exist_ok=True)
         if path != server.data_dir or server.origin is not None:
-            os.chown(path, user.pw_uid, user.pw_gid)
+            os.chown(path, *owner)
     server.config_file.write_text(server.config())
+    server.config_file.chmod(0o644)
 
 
-def _stop(server: Server, cfg: FacilityConfig) -> None:
-    stop_daemon(server.daemon, cfg.run)
-    # A server whose pid file was lost is still found by its (unique) config path.
-    for pid in _pids_with_config(server.config_file):
-        kill_group_or_pid(pid)
-
-
-def _pids_with_config(config_file: Path) -> list[int]:
-    wanted = os.fsencode(str(config_file))
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"xrootd" and wanted in argv:
-            found.append(int(entry.name))
-    return found
+def _stop(server: Server) -> None:
+    subprocess.run(
+        ["podman", "rm", "--force", "--ignore", "--time", "5", server.container],
+        capture_output=True,
+    )
 
 
 def _listening(server: Server) -> bool:
@@ -251,23 +277,18 @@ def _listening(server: Server) -> bool:
     return True
 
 
-def _wait_ready(
-    server: Server, cfg: FacilityConfig, log_offset: int | None, timeout: float
-) -> None:
+def _wait_ready(server: Server, cfg: FacilityConfig, *, fresh: bool, timeout: float) -> None:
     """Wait until *this* server is up, failing at once (with the log's tail) if it died.
 
-    The port alone is not proof: a stale server may hold it while ours failed to bind, so a
-    fresh start must also log "initialization completed".
+    The port alone is not proof of a fresh start: it must also log "initialization completed".
     """
     log = cfg.logs / f"{server.daemon}.log"
     deadline = time.monotonic() + timeout
     while True:
-        text = _log_since(log, log_offset or 0)
-        pid = pid_of(server.daemon, cfg.run)
-        # A server that was already running is judged by its port, not by old log lines.
-        fresh_failure = log_offset is not None and "initialization failed" in text
-        if pid is not None and not fresh_failure:
-            if (log_offset is None or "initialization completed" in text) and _listening(server):
+        text = _log_since(log, 0)
+        running = _running(server)
+        if running and "initialization failed" not in text:
+            if (not fresh or "initialization completed" in text) and _listening(server):
                 return
             if time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -275,7 +296,7 @@ def _wait_ready(
         tail = "\n".join(text.splitlines()[-15:]) or "(empty log)"
         raise RuntimeError(
             f"xrootd {server.name} is not serving {server.url}"
-            f"{f' in netns {server.netns}' if server.netns else ''}; {log}:\n{tail}"
+            f"{f' (seen from {server.netns})' if server.netns else ''}; {log}:\n{tail}"
         )
 
 
@@ -286,21 +307,3 @@ def _log_since(log: Path, offset: int) -> str:
             return handle.read().decode(errors="replace")
     except FileNotFoundError:
         return ""
-
-
-def _check_traversable(directory: Path, user: pwd.struct_passwd) -> None:
-    """Fail early and clearly if the xrootd user cannot reach the state dir."""
-    for parent in [directory.resolve(), *directory.resolve().parents]:
-        if not parent.exists():
-            continue
-        st = parent.stat()
-        ok = (
-            st.st_mode & stat.S_IXOTH
-            or (st.st_uid == user.pw_uid and st.st_mode & stat.S_IXUSR)
-            or (st.st_gid == user.pw_gid and st.st_mode & stat.S_IXGRP)
-        )
-        if not ok:
-            raise PermissionError(
-                f"user {user.pw_name} cannot traverse {parent} (mode {st.st_mode & 0o7777:o}), "
-                f"so xrootd cannot use {directory}; make it world-traversable or move the state dir"
-            )
