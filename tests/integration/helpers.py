@@ -37,7 +37,7 @@ def python_job(code: str, workdir: Path, **extra: str) -> dict[str, str]:
     """A submit description running ``code`` with this project's own Python at a site.
 
     The code travels as an input file (spooled with the job), the interpreter is the one the
-    pool bind-mounts from the host.
+    pool's nodes mount from the host (the software area).
     """
     (workdir / "job.py").write_text(textwrap.dedent(code).strip() + "\n")
     return {

@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 def ensure_host_user(name: str) -> pwd.struct_passwd:
-    """The facility's users exist in the pool's chroot; servers run as host users too."""
+    """The facility's users exist in the pool's images; servers run as host users too."""
     try:
         return pwd.getpwnam(name)
     except KeyError:

@@ -180,6 +180,7 @@ def _kubelet_args(
             source.mkdir(parents=True, exist_ok=True)
             source.chmod(0o777)
         options.append(f"--volume={source}:{mount['mountPath']}")
+    environment: dict[str, str] = {}
     for env in container.get("env", []):
         if "value" in env:
             value = env["value"]
@@ -189,7 +190,14 @@ def _kubelet_args(
             value = "default"
         else:
             continue
-        options.append(f"--env={env['name']}={value}")
+        environment[env["name"]] = value
+    # Secret values go through a private file, never the podman command line.
+    env_file = where / "environment"
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{key}={value}\n" for key, value in environment.items())
+    options.append(f"--env-file={env_file}")
     context = {**spec.get("securityContext", {}), **container.get("securityContext", {})}
     if "runAsUser" in context:
         group = context.get("runAsGroup", context.get("fsGroup", context["runAsUser"]))

@@ -9,6 +9,7 @@ Specification:
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import subprocess
@@ -140,8 +141,12 @@ def test_a_remote_site_accepts_no_connection_from_the_hub_side(facility):
     site = facility.site("T2_A")
     server = _listen_in_site(site.netns, site.address, 18080)
     try:
-        with pytest.raises(OSError):
+        started = time.monotonic()
+        with pytest.raises(OSError) as refused:
             socket.create_connection((site.address, 18080), timeout=3).close()
+        # No route at all (the host's unreachable route), at once: not a timeout.
+        assert refused.value.errno == errno.EHOSTUNREACH, refused.value
+        assert time.monotonic() - started < 2
     finally:
         server.kill()
         server.wait()
@@ -189,3 +194,13 @@ def test_users_authenticate_with_their_own_private_idtoken(facility):
         token = facility.user_dir(user) / "tokens.d" / "token"
         assert token.stat().st_mode & 0o777 == 0o600
         assert facility.user_dir(user).stat().st_mode & 0o077 == 0
+
+
+def test_the_host_forwards_nothing_of_the_hub_network_off_the_machine(facility):
+    from rjq_facility import network
+
+    table = subprocess.run(
+        ["nft", "list", "table", "ip", network.EGRESS_TABLE], capture_output=True, text=True
+    )
+    assert table.returncode == 0, table.stderr
+    assert f"ip saddr {facility.hub_subnet}" in table.stdout and "drop" in table.stdout

@@ -83,6 +83,16 @@ def test_the_pool_container_is_on_the_hub_network():
     assert not any("RJQ_ROUTER" in arg for arg in argv)
 
 
+def test_the_host_forwards_the_hub_networks_packets_only_to_the_facilitys_networks():
+    from rjq_facility import network
+
+    cfg = FacilityConfig()
+    rules = network.egress_rules(cfg)
+    own = [cfg.hub_subnet, *(s.subnet for s in cfg.sites if s.subnet)]
+    assert f"ip saddr {cfg.hub_subnet} ip daddr != {{ {', '.join(own)} }} drop" in rules
+    assert "hook forward" in rules
+
+
 def test_every_network_of_the_facility_is_private_and_its_own():
     import ipaddress
 

@@ -463,7 +463,10 @@ def test_the_gateway_runs_as_non_root(rendered: Rendered) -> None:
     pod = rendered.get("Deployment", "gateway")["spec"]["template"]["spec"]
     context = rendered.container("gateway")["securityContext"]
     assert context["runAsNonRoot"] is True
-    assert context["runAsUser"] == pod["securityContext"]["runAsUser"] == 1000
+    # Its image's user, and not the users' uid (1000) the lab's pods run as.
+    assert context["runAsUser"] == pod["securityContext"]["runAsUser"] == 10001
+    hub = rendered.container("hub")["securityContext"]
+    assert hub["runAsUser"] == 10002
     assert pod["automountServiceAccountToken"] is False
 
 

@@ -22,7 +22,7 @@ def facility() -> None:
 
 @facility.command("up")
 def facility_up() -> None:
-    """Bring the facility up (idempotent; reuses a cached root file system)."""
+    """Bring the facility up (idempotent; builds missing images, reuses cached ones)."""
     from . import lifecycle
 
     with exit_on_error():
@@ -31,7 +31,7 @@ def facility_up() -> None:
 
 @facility.command("down")
 def facility_down() -> None:
-    """Stop everything the facility started; leave no process, mount or namespace."""
+    """Stop everything the facility started; leave no process, container, network or namespace."""
     from . import lifecycle
 
     with exit_on_error():

@@ -228,13 +228,14 @@ def run_argv(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) 
 
 def start_role(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) -> None:
     name = container_name(site)
-    if _running(name):
-        return
-    subprocess.run(["podman", "rm", "--force", "--ignore", name], capture_output=True)
-    proc = subprocess.run(run_argv(cfg, image, site, software), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PoolError(f"starting {name} failed: {proc.stderr.strip()}")
+    if not _running(name):
+        subprocess.run(["podman", "rm", "--force", "--ignore", name], capture_output=True)
+        argv = run_argv(cfg, image, site, software)
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PoolError(f"starting {name} failed: {proc.stderr.strip()}")
     if site.private:
+        # Every time, not only at a fresh start: a name lost since is given back.
         network.attach_netns(site, name)
 
 

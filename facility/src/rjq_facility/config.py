@@ -69,7 +69,7 @@ class FacilityConfig:
     hub_network: str = "rjq-hub"
     #: The /24 of the hub side; only podman networks we create carry this and the sites' nets.
     subnet_prefix: str = "10.213.77"
-    #: The host on the hub network: the issuer, the gateway and XRootD listen here.
+    #: The host on the hub network: the issuer and the gateway listen here.
     hub_address: str = "10.213.77.1"
     #: The pool's container on the hub side: collector, negotiator, schedd, and T2_LOCAL.
     pool_address: str = "10.213.77.2"
@@ -92,8 +92,6 @@ class FacilityConfig:
         )
     )
     state_dir: Path = STATE_DIR
-    #: Debian suite of the images' base (bookworm has no HTCondor daemons).
-    suite: str = "trixie"
 
     def site(self, name: str) -> Site:
         for site in self.sites:

@@ -11,6 +11,7 @@ and an unchanged one is found and reused, between runs too (podman keeps its ima
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -157,10 +158,15 @@ def ensure_base(name: str, log: Log = print) -> str:
         tar = subprocess.Popen(
             ["tar", "-C", str(root), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
         )
+        assert tar.stdout is not None
         try:
             _podman("import", "-", tag, what="podman import", stdin=tar.stdout)
         finally:
+            tar.stdout.close()  # a failed import must not leave tar blocked on a full pipe
             tar.wait()
+        if tar.returncode != 0:
+            _podman("rmi", tag, what="removing a partial base image")
+            raise ProvisioningError(f"tar of the {suite} root file system failed")
     return tag
 
 
@@ -201,14 +207,17 @@ def _base_of(recipe: Recipe, log: Log) -> str:
     return ensure_image(recipe.base, log)
 
 
-def build_volumes() -> list[str]:
+def build_volumes(scratch: Path) -> list[str]:
     """What builds here need from the host: its CA bundle, for pip (this machine reaches
-    package indexes through a TLS-inspecting proxy). Docker users elsewhere need none of it."""
+    package indexes through a TLS-inspecting proxy). Docker users elsewhere need none of it.
+    The pip configuration that names it is written into ``scratch``, a directory of the build's
+    own."""
     bundle = Path("/etc/ssl/certs/ca-certificates.crt")
     if not bundle.is_file():
         return []
-    conf = Path(tempfile.gettempdir()) / "rjq-build-pip.conf"
+    conf = scratch / "pip.conf"
     conf.write_text("[global]\ncert = /run/rjq-build/ca.crt\n")
+    conf.chmod(0o644)
     return [f"--volume={bundle}:/run/rjq-build/ca.crt:ro", f"--volume={conf}:/etc/pip.conf:ro"]
 
 
@@ -230,11 +239,20 @@ def _ensure_image(name: str, log: Log) -> str:
     if image_exists(tag):
         return tag
     log(f"building {tag} from docker/{name} …")
-    if recipe.repository:
-        where = ["--file", str(docker_dir() / name / "Dockerfile"), *build_volumes()]
-        context = repository_dir()
-    else:
-        where, context = [], docker_dir() / name
+    with tempfile.TemporaryDirectory(prefix=f"rjq-build-{name}-") as scratch:
+        os.chmod(scratch, 0o755)
+        if recipe.repository:
+            where = ["--file", str(docker_dir() / name / "Dockerfile")]
+            where += build_volumes(Path(scratch))
+            context = repository_dir()
+        else:
+            where, context = [], docker_dir() / name
+        _build(name, tag, base, where, context)
+    prune_older(tag)
+    return tag
+
+
+def _build(name: str, tag: str, base: str, where: list[str], context: Path) -> None:
     _podman(
         "build",
         "--build-arg",
@@ -248,8 +266,6 @@ def _ensure_image(name: str, log: Log) -> str:
         what=f"podman build docker/{name}",
         timeout=1800,
     )
-    prune_older(tag)
-    return tag
 
 
 def prune_older(tag: str) -> None:

@@ -39,16 +39,19 @@ def software_area() -> list[Path]:
     return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
 
 
-def preflight(cfg: FacilityConfig) -> None:
+def preflight(
+    cfg: FacilityConfig, tools: tuple[str, ...] = ("ip", "podman", "nft", "nsenter", "debootstrap")
+) -> None:
     if os.geteuid() != 0:
         raise FacilityError(
             "the facility needs root (podman networks, routes, namespaces): run it as root"
         )
-    missing = [tool for tool in ("ip", "podman", "debootstrap") if shutil.which(tool) is None]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise FacilityError(
             f"missing commands {missing}: "
-            "apt-get install -y iproute2 podman debootstrap (or run scripts/setup.sh)"
+            "apt-get install -y iproute2 podman nftables util-linux debootstrap "
+            "(or run scripts/setup.sh)"
         )
 
 
@@ -128,7 +131,8 @@ def lifecycle_pids(cfg: FacilityConfig) -> list[int]:
 
 def down(cfg: FacilityConfig | None = None, log=print) -> None:
     cfg = cfg or FacilityConfig()
-    preflight(cfg)
+    # Cleaning up needs only what it uses, so a machine without the build tools can too.
+    preflight(cfg, tools=("ip", "podman"))
     from . import issuer, xrootd
 
     parts = (("XRootD", xrootd.down), ("gateway", gateway_service.down), ("issuer", issuer.down))
@@ -236,6 +240,10 @@ def leftovers(cfg: FacilityConfig | None = None) -> list[str]:
         f"network namespace of {site}" for site, exists in net["namespaces"].items() if exists
     ]
     found += [f"unreachable route to {site}" for site, seen in net["unreachable"].items() if seen]
+    if net["hub_address"]:
+        found.append(f"the host's address {cfg.hub_address}")
+    if net["egress_rules"]:
+        found.append(f"nftables table {network.EGRESS_TABLE}")
     for pidfile in cfg.run.glob("*.pid") if cfg.run.exists() else []:
         pid = processes.pid_of(pidfile.stem, cfg.run)
         if pid:

@@ -1,15 +1,17 @@
 """The facility's network: podman networks for the hub side and for each remote site.
 
 The hub side is a podman network whose bridge carries the host at ``hub_address``:
-the issuer, the gateway and XRootD run on the host and listen there, and the pool's container
-sits beside them. Each remote site is an *internal* podman network (no route to or from the
-host) whose only way out is the site's NAT router, a container of ``docker/nat`` on both
+the issuer and the gateway run on the host and listen there, and the pool's and XRootD's
+containers sit beside them. Each remote site is an *internal* podman network (no route to or
+from the host) whose only way out is the site's NAT router, a container of ``docker/nat`` on both
 networks: the site dials the hub side, masqueraded as the router, and nothing on the hub side
 can dial into the site (HTCondor's CCB carries the pool's own traffic back), as at a Tier-2.
 
 The host gets an *unreachable* route for every site network, so a try from the hub side fails
 at once; without it, this machine would send such packets to its default gateway. The router
-forwards only towards the hub network, so no packet of a site leaves the machine either.
+forwards only towards the hub network, and the host forwards nothing from the hub network but
+to the facility's own networks (podman would masquerade it to anywhere), so no packet of the
+facility leaves the machine.
 """
 
 from __future__ import annotations
@@ -24,8 +26,24 @@ from .config import FacilityConfig, Site
 LABEL = "org.remote-jobqueue.facility=1"
 
 
+#: The host's nftables table that keeps the hub network's packets on this machine.
+EGRESS_TABLE = "rjq_facility_egress"
+
+
 class NetworkError(RuntimeError):
     pass
+
+
+def egress_rules(cfg: FacilityConfig) -> str:
+    """Drop what the host would forward from the hub network to anywhere but the facility."""
+    own = ", ".join([cfg.hub_subnet, *(s.subnet for s in cfg.sites if s.subnet)])
+    return f"""table ip {EGRESS_TABLE} {{
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        ip saddr {cfg.hub_subnet} ip daddr != {{ {own} }} drop
+    }}
+}}
+"""
 
 
 def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -50,9 +68,15 @@ def _create_network(name: str, subnet: str, *extra: str) -> None:
 
 def up(cfg: FacilityConfig, nat_image: str) -> None:
     """Create the networks, the host's unreachable routes and the sites' routers (idempotent)."""
-    for tool in ("ip", "podman"):
+    for tool in ("ip", "podman", "nft"):
         if shutil.which(tool) is None:
             raise NetworkError(f"the {tool} command is missing: run scripts/setup.sh")
+    _run(["nft", "delete", "table", "ip", EGRESS_TABLE], check=False)
+    proc = subprocess.run(
+        ["nft", "-f", "-"], input=egress_rules(cfg), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise NetworkError(f"the hub network's egress rules: {proc.stderr.strip()}")
     _create_network(
         cfg.hub_network,
         cfg.hub_subnet,
@@ -105,7 +129,8 @@ def _running(container: str) -> bool:
 
 def attach_netns(site: Site, container: str) -> None:
     """Name the network namespace of ``container`` ``site.netns``, so that ``ip netns exec``
-    runs a process inside the site (the facility's site cache, the tests' probes)."""
+    runs a process inside the site (the facility's readiness checks, the tests' probes).
+    Idempotent: a name left by an earlier container is replaced."""
     assert site.netns is not None
     pid = _run(["podman", "inspect", "--format", "{{.State.Pid}}", container]).stdout.strip()
     _run(["ip", "netns", "delete", site.netns], check=False)
@@ -127,6 +152,7 @@ def down(cfg: FacilityConfig) -> None:
     for name in [s.network for s in cfg.sites if s.private] + [cfg.hub_network]:
         if _network_exists(name):
             _run(["podman", "network", "rm", "--force", name])
+    _run(["nft", "delete", "table", "ip", EGRESS_TABLE], check=False)
 
 
 def bridge_of(network: str) -> str | None:
@@ -150,8 +176,13 @@ def status(cfg: FacilityConfig) -> dict:
     namespaces = _run(["ip", "netns", "list"], check=False).stdout.split()
     routes = _unreachable_routes(cfg)
     private = [s for s in cfg.sites if s.private]
+    addresses = _run(["ip", "-o", "-4", "addr", "show"], check=False).stdout
+    tables = _run(["nft", "list", "tables"], check=False).stdout.split()
     return {
         "bridge": bridge_of(cfg.hub_network),
+        # The host's address on the hub network, even on a bridge podman no longer knows.
+        "hub_address": f" {cfg.hub_address}/" in addresses,
+        "egress_rules": EGRESS_TABLE in tables,
         "networks": {
             name: _network_exists(name) for name in [cfg.hub_network, *(s.network for s in private)]
         },

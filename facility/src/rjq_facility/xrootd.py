@@ -158,6 +158,7 @@ def up(
         same = _read(server.config_file) == server.config()
         fresh_data = data_changed and server.origin is not None
         if _running(server) and same and not fresh_data:
+            _route(server)  # idempotent: a route lost since is put back
             continue
         _stop(server)
         _prepare(server, owner)
@@ -181,18 +182,25 @@ def _start(server: Server, image: str, log: Path) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"starting xrootd {server.name} failed: {proc.stderr.strip()}")
-    if server.router:
-        # An internal network gives no default route: the site's router is its way out, set
-        # from the host (the image runs as xrootd, without the right to change its routes).
-        pid = subprocess.run(
-            ["podman", "inspect", "--format", "{{.State.Pid}}", server.container],
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        route = ["nsenter", "-t", pid, "-n", "ip", "route", "replace", "default", "via"]
-        done = subprocess.run([*route, server.router], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"routing xrootd {server.name}: {done.stderr.strip()}")
+    _route(server)
+
+
+def _route(server: Server) -> None:
+    """A server on a site's network gets the site's router as its default route.
+
+    An internal network gives none; it is set from the host, since the image runs as xrootd,
+    without the right to change its routes."""
+    if not server.router:
+        return
+    pid = subprocess.run(
+        ["podman", "inspect", "--format", "{{.State.Pid}}", server.container],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    route = ["nsenter", "-t", pid, "-n", "ip", "route", "replace", "default", "via"]
+    done = subprocess.run([*route, server.router], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"routing xrootd {server.name}: {done.stderr.strip()}")
 
 
 def _running(server: Server) -> bool:
