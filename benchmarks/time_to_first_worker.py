@@ -42,7 +42,7 @@ def time_jobqueue(site: str, cfg, spool: bool = False) -> float:
     from dask.distributed import Client
     from dask_jobqueue import HTCondorCluster
 
-    target = ["-name", cfg.schedd_name, "-pool", f"{cfg.hub_address}:{cfg.collector_port}"]
+    target = ["-name", cfg.schedd_name, "-pool", cfg.collector]
     # A client that shares no file system with the schedd must spool, as RemoteHTCondorCluster
     # always does; the plain variant enjoys the schedd's own file system.
     submit = [*target, "-spool"] if spool else target
@@ -71,7 +71,7 @@ def wait_for_empty_queue(timeout: float = 60) -> None:
     from rjq_facility.config import FacilityConfig
 
     cfg = FacilityConfig()
-    schedd = sched.locate(f"{cfg.hub_address}:{cfg.collector_port}", cfg.schedd_name)
+    schedd = sched.locate(cfg.collector, cfg.schedd_name)
     deadline = time.monotonic() + timeout
     while sched.job_ads(schedd, "JobStatus == 1 || JobStatus == 2") and (
         time.monotonic() < deadline

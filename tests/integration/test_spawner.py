@@ -126,7 +126,7 @@ def test_environment_carries_htcondor_gateway_sites_and_xrootd_settings(facility
     assert set(sites) == {s.name for s in facility.sites}
     assert all(s["gateway"] == facility.gateway and s["gateway-host-key"] for s in sites.values())
     assert sites["T2_A"]["label"] == "HTCondor-T2_A"
-    assert env["XROOT_PROXY"] == f"root://{facility.hub_address}:{facility.cache_port}//"
+    assert env["XROOT_PROXY"] == f"{facility.hub_cache_url}//"
     assert (Path(env["XRD_PLUGINCONFDIR"]) / "proxy.conf").exists()
 
 
