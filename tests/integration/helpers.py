@@ -75,3 +75,11 @@ async def gateway_refusal(cfg: FacilityConfig, token: str, cluster_id: str):
         return refused.value
     finally:
         conn.close()
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
+    """``podman ARGS``'s output; a failure is the test's, with podman's own message."""
+    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout

@@ -31,18 +31,12 @@ from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE
 from rjq_facility import gateway_service, images
 
 from ..waiting import wait_until
+from .helpers import podman
 
 pytestmark = pytest.mark.timeout(1800)
 
 LABEL = "org.remote-jobqueue.test=1"
 CHART = Path(__file__).resolve().parents[2] / "helm" / "remote-jobqueue"
-
-
-def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
 
 
 def logs(container: str) -> str:

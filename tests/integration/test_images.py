@@ -21,16 +21,11 @@ import pytest
 
 from rjq_facility import images
 
+from .helpers import podman
+
 pytestmark = pytest.mark.timeout(900)
 
 LABEL = "org.remote-jobqueue.test"
-
-
-def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
-    done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -58,12 +58,28 @@ def test_client_settings_authenticate_with_idtokens_only():
 
 
 def test_an_image_tag_follows_its_base_and_its_files_only(tmp_path):
-    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "docker" / "condor").mkdir(parents=True)
+    (tmp_path / "docker" / "condor" / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "src").mkdir()
     tag = images.image_tag("condor", "base:1", tmp_path)
     assert tag == images.image_tag("condor", "base:1", tmp_path)
     assert tag != images.image_tag("condor", "base:2", tmp_path)
-    (tmp_path / "entrypoint.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "src" / "module.py").write_text("x = 1\n")  # not in the condor image
+    assert tag == images.image_tag("condor", "base:1", tmp_path)
+    (tmp_path / "docker" / "condor" / "entrypoint.sh").write_text("#!/bin/sh\n")
     assert tag != images.image_tag("condor", "base:1", tmp_path)
+
+
+def test_a_product_images_tag_follows_the_sources_but_not_their_bytecode(tmp_path):
+    (tmp_path / "docker" / "gateway").mkdir(parents=True)
+    (tmp_path / "docker" / "gateway" / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "src" / "__pycache__").mkdir(parents=True)
+    tag = images.image_tag("gateway", "base:1", tmp_path)
+    (tmp_path / "src" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    assert tag == images.image_tag("gateway", "base:1", tmp_path)
+    (tmp_path / "src" / "m.py").write_text("x = 1\n")
+    assert tag != images.image_tag("gateway", "base:1", tmp_path)
 
 
 def test_a_remote_sites_node_is_on_its_network_behind_its_router(tmp_path):

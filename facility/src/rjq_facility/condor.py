@@ -14,8 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import network, scitokens
+from . import containers, network, scitokens
 from .config import FacilityConfig, Site
+from .containers import slug
 from .images import user_in
 from .network import LABEL
 
@@ -158,7 +159,7 @@ FILESYSTEM_DOMAIN = {cfg.uid_domain}
 
 
 def container_name(site: Site) -> str:
-    return f"rjq-pool-{role_name(site).lower().replace('_', '-')}"
+    return f"rjq-pool-{slug(role_name(site))}"
 
 
 def write_configs(cfg: FacilityConfig, condor_user: tuple[int, int]) -> None:
@@ -180,15 +181,6 @@ def write_configs(cfg: FacilityConfig, condor_user: tuple[int, int]) -> None:
             path.chmod(0o755)
         os.chown(local, condor_uid, condor_gid)
         local.chmod(0o755)
-
-
-def _running(container: str) -> bool:
-    proc = subprocess.run(
-        ["podman", "inspect", "--format", "{{.State.Running}}", container],
-        capture_output=True,
-        text=True,
-    )
-    return proc.returncode == 0 and proc.stdout.strip() == "true"
 
 
 def run_argv(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) -> list[str]:
@@ -215,7 +207,7 @@ def run_argv(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) 
         "--detach",
         f"--name={container_name(site)}",
         f"--label={LABEL}",
-        f"--hostname={role_name(site).lower().replace('_', '-')}.{cfg.uid_domain}",
+        f"--hostname={slug(role_name(site))}.{cfg.uid_domain}",
         *where,
         *mounts,
         f"--env=CONDOR_CONFIG={role_config_path(cfg, site)}",
@@ -228,8 +220,8 @@ def run_argv(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) 
 
 def start_role(cfg: FacilityConfig, image: str, site: Site, software: list[Path]) -> None:
     name = container_name(site)
-    if not _running(name):
-        subprocess.run(["podman", "rm", "--force", "--ignore", name], capture_output=True)
+    if not containers.running(name):
+        containers.remove(name)
         argv = run_argv(cfg, image, site, software)
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -316,14 +308,11 @@ def up(cfg: FacilityConfig, images: dict[str, str], software: list[Path]) -> Non
 
 def down(cfg: FacilityConfig) -> None:
     """Remove every node's container (jobs, shadows and starters die with them)."""
-    names = [container_name(site) for site in cfg.sites]
-    subprocess.run(
-        ["podman", "rm", "--force", "--ignore", "--time", "10", *names], capture_output=True
-    )
+    containers.remove(*(container_name(site) for site in cfg.sites))
 
 
 def running(cfg: FacilityConfig) -> dict[str, bool]:
-    return {site.name: _running(container_name(site)) for site in cfg.sites}
+    return {site.name: containers.running(container_name(site)) for site in cfg.sites}
 
 
 def wait_for_sites(cfg: FacilityConfig, timeout: float = 90) -> dict[str, int]:

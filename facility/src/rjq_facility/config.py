@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .containers import slug
+
 #: Where a running facility keeps its state (configs, tokens, logs, pid files, data).
 STATE_DIR = Path(os.environ.get("RJQ_STATE_DIR", "/var/lib/remote-jobqueue"))
 
@@ -40,19 +42,21 @@ class Site:
     @property
     def network(self) -> str:
         """The podman network of a remote site."""
-        return f"rjq-{self.name.lower().replace('_', '-')}"
+        return f"rjq-{slug(self.name)}"
+
+    def _host(self, number: int) -> str:
+        assert self.subnet is not None, f"{self.name} has no network of its own"
+        return f"{self.subnet.rsplit('.', 1)[0]}.{number}"
 
     @property
     def cache_address(self) -> str:
         """Where a remote site's own XRootD cache listens, on the site's network."""
-        assert self.subnet is not None
-        return self.subnet.rsplit(".", 1)[0] + ".12"
+        return self._host(12)
 
     @property
     def router(self) -> str:
         """The NAT router's address on the site's network: the site's default route."""
-        assert self.subnet is not None
-        return self.subnet.rsplit(".", 1)[0] + ".254"
+        return self._host(254)
 
 
 def _on_hub(port_field: str, scheme: str = "") -> property:

@@ -170,10 +170,9 @@ def ensure_base(name: str, log: Log = print) -> str:
     return tag
 
 
-def _inputs(recipe: Recipe) -> list[tuple[str, Path]]:
+def _inputs(recipe: Recipe, root: Path) -> list[tuple[str, Path]]:
     """Every file that goes into the image, by its name in the build context."""
-    root = repository_dir()
-    trees = [docker_dir() / recipe.name]
+    trees = [root / "docker" / recipe.name]
     if recipe.repository:
         trees += [root / name for name in PRODUCT_SOURCES]
     files = []
@@ -187,16 +186,11 @@ def _inputs(recipe: Recipe) -> list[tuple[str, Path]]:
     return files
 
 
-def image_tag(name: str, base: str, directory: Path | None = None) -> str:
-    """``localhost/rjq-<name>:<hash of the base and of every file that goes in>``."""
-    recipe = RECIPES.get(name, Recipe(name, base))
-    files = (
-        [(str(p.relative_to(directory)), p) for p in sorted(directory.rglob("*")) if p.is_file()]
-        if directory is not None
-        else _inputs(recipe)
-    )
+def image_tag(name: str, base: str, root: Path | None = None) -> str:
+    """``localhost/rjq-<name>:<hash of the base and of every file that goes in>``, the files
+    of the checkout at ``root`` (this one by default)."""
     digest = hashlib.sha256(base.encode())
-    for relative, path in files:
+    for relative, path in _inputs(RECIPES[name], root or repository_dir()):
         digest.update(relative.encode() + b"\0" + path.read_bytes())
     return f"localhost/rjq-{name}:{digest.hexdigest()[:12]}"
 

@@ -20,7 +20,9 @@ import json
 import shutil
 import subprocess
 
+from . import containers
 from .config import FacilityConfig, Site
+from .containers import slug
 
 #: Label on everything the facility makes in podman (`images.containers()` finds them by it).
 LABEL = "org.remote-jobqueue.facility=1"
@@ -54,7 +56,7 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
 
 
 def router_name(site: Site) -> str:
-    return f"rjq-nat-{site.name.lower().replace('_', '-')}"
+    return f"rjq-nat-{slug(site.name)}"
 
 
 def _network_exists(name: str) -> bool:
@@ -93,9 +95,9 @@ def up(cfg: FacilityConfig, nat_image: str) -> None:
 
 def _router_up(cfg: FacilityConfig, site: Site, image: str) -> None:
     name = router_name(site)
-    if _running(name):
+    if containers.running(name):
         return
-    _run(["podman", "rm", "--force", "--ignore", name])
+    containers.remove(name)
     _run(
         [
             "podman",
@@ -122,17 +124,12 @@ def _router_up(cfg: FacilityConfig, site: Site, image: str) -> None:
     )
 
 
-def _running(container: str) -> bool:
-    proc = _run(["podman", "inspect", "--format", "{{.State.Running}}", container], check=False)
-    return proc.returncode == 0 and proc.stdout.strip() == "true"
-
-
 def attach_netns(site: Site, container: str) -> None:
     """Name the network namespace of ``container`` ``site.netns``, so that ``ip netns exec``
     runs a process inside the site (the facility's readiness checks, the tests' probes).
     Idempotent: a name left by an earlier container is replaced."""
     assert site.netns is not None
-    pid = _run(["podman", "inspect", "--format", "{{.State.Pid}}", container]).stdout.strip()
+    pid = containers.pid(container)
     _run(["ip", "netns", "delete", site.netns], check=False)
     _run(["ip", "netns", "attach", site.netns, pid])
 
@@ -144,7 +141,7 @@ def down(cfg: FacilityConfig) -> None:
     for site in cfg.sites:
         if not site.private:
             continue
-        _run(["podman", "rm", "--force", "--time", "2", "--ignore", router_name(site)])
+        containers.remove(router_name(site), grace=2)
         if site.netns:
             _run(["ip", "netns", "delete", site.netns], check=False)
         if site.subnet:
@@ -187,6 +184,6 @@ def status(cfg: FacilityConfig) -> dict:
             name: _network_exists(name) for name in [cfg.hub_network, *(s.network for s in private)]
         },
         "namespaces": {s.name: s.netns in namespaces for s in private},
-        "routers": {s.name: _running(router_name(s)) for s in private},
+        "routers": {s.name: containers.running(router_name(s)) for s in private},
         "unreachable": {s.name: s.subnet in routes for s in private},
     }

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rjq_facility import dataset
+from rjq_facility import containers, dataset
 from rjq_facility.config import FacilityConfig
+from rjq_facility.containers import slug
 from rjq_facility.network import LABEL
 from rjq_facility.processes import wait_for_port
 
@@ -55,7 +56,7 @@ class Server:
 
     @property
     def container(self) -> str:
-        return f"rjq-xrootd-{self.name.lower().replace('_', '-')}"
+        return f"rjq-xrootd-{slug(self.name)}"
 
     @property
     def url(self) -> str:
@@ -157,7 +158,7 @@ def up(
     for server in servers(cfg):
         same = _read(server.config_file) == server.config()
         fresh_data = data_changed and server.origin is not None
-        if _running(server) and same and not fresh_data:
+        if containers.running(server.container) and same and not fresh_data:
             _route(server)  # idempotent: a route lost since is put back
             continue
         _stop(server)
@@ -192,24 +193,11 @@ def _route(server: Server) -> None:
     without the right to change its routes."""
     if not server.router:
         return
-    pid = subprocess.run(
-        ["podman", "inspect", "--format", "{{.State.Pid}}", server.container],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    pid = containers.pid(server.container)
     route = ["nsenter", "-t", pid, "-n", "ip", "route", "replace", "default", "via"]
     done = subprocess.run([*route, server.router], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"routing xrootd {server.name}: {done.stderr.strip()}")
-
-
-def _running(server: Server) -> bool:
-    proc = subprocess.run(
-        ["podman", "inspect", "--format", "{{.State.Running}}", server.container],
-        capture_output=True,
-        text=True,
-    )
-    return proc.returncode == 0 and proc.stdout.strip() == "true"
 
 
 def down(cfg: FacilityConfig) -> None:
@@ -233,7 +221,7 @@ def status(cfg: FacilityConfig) -> dict[str, Any]:
     """Per server: its container, URL, whether it accepts connections, its log."""
     result: dict[str, Any] = {}
     for server in servers(cfg):
-        running = _running(server)
+        running = containers.running(server.container)
         result[server.name] = {
             "container": server.container if running else None,
             "url": server.url,
@@ -271,10 +259,7 @@ def _prepare(server: Server, owner: tuple[int, int]) -> None:
 
 
 def _stop(server: Server) -> None:
-    subprocess.run(
-        ["podman", "rm", "--force", "--ignore", "--time", "5", server.container],
-        capture_output=True,
-    )
+    containers.remove(server.container, grace=5)
 
 
 def _listening(server: Server) -> bool:
@@ -294,7 +279,7 @@ def _wait_ready(server: Server, cfg: FacilityConfig, *, fresh: bool, timeout: fl
     deadline = time.monotonic() + timeout
     while True:
         text = _log_since(log, 0)
-        running = _running(server)
+        running = containers.running(server.container)
         if running and "initialization failed" not in text:
             if (not fresh or "initialization completed" in text) and _listening(server):
                 return
