@@ -34,6 +34,7 @@ from .adaptive import RemoteAdaptive
 from .environ import for_cluster_processes
 from .errors import (
     ClusterLost,
+    ClusterNotFound,
     GatewayError,
     RemoteJobqueueError,
     StartTimeout,
@@ -45,6 +46,7 @@ from .spec import (
     BUNDLE_SPEC,
     CLUSTER_SECRET,
     CONDOR_CA,
+    CREDENTIALS_PORT,
     DASHBOARD_PORT,
     JOB_PATH,
     SCHEDULER_PORT,
@@ -55,6 +57,7 @@ from .spec import (
 )
 
 if TYPE_CHECKING:
+    from .clusters import ClusterInfo
     from .scheduler_job import SchedulerJob
 
 logger = logging.getLogger("remote_jobqueue")
@@ -67,6 +70,10 @@ class RemoteHTCondorCluster(Cluster):
     ``processes``, ``job_extra_directives``, ``worker_extra_args``, ``scheduler_options``,
     ``python``, ``name``), plus ``site`` (a catalogue name, ``"random"`` or ``"local"``),
     ``image``, ``gateway`` and ``lease``. Defaults come from Dask config ``remote-jobqueue.*``.
+
+    With ``shutdown_on_close=False`` (as in dask-gateway) the cluster outlives this object:
+    `close()` only detaches, `from_name()` attaches again from any process of yours, and the
+    bundle ends by itself after ``idle_timeout`` seconds with no client and no work.
     """
 
     def __init__(
@@ -92,9 +99,12 @@ class RemoteHTCondorCluster(Cluster):
         token_file: str | os.PathLike | None = None,
         start_timeout: float | None = None,
         idle_grace: float | None = None,
+        idle_timeout: float | None = None,
+        shutdown_on_close: bool = True,
         asynchronous: bool = False,
         loop: Any = None,
         quiet: bool = False,
+        _attach: ClusterInfo | None = None,
     ) -> None:
         # Everything that can be checked without the network fails here, at once.
         # The keyword arguments that are settings (the schema's keys), checked with Dask config.
@@ -102,7 +112,10 @@ class RemoteHTCondorCluster(Cluster):
         settings = config.settings({k: v for k, v in locals().items() if k in keys})
         self.settings = settings
         self.site = sites.resolve(settings["site"])
-        self.cluster_id = f"rjq-{secrets.token_hex(6)}"
+        self._attach = _attach
+        self.cluster_id = _attach.cluster_id if _attach else f"rjq-{secrets.token_hex(6)}"
+        self.shutdown_on_close = shutdown_on_close
+        self.idle_timeout = float(settings["idle-timeout"])
         extra = dict(settings["job-extra-directives"] or {})
         self.image = settings["image"] or self.site.image
         if self.image:
@@ -149,12 +162,15 @@ class RemoteHTCondorCluster(Cluster):
                 f"site {self.site.name} has no gateway configured: set remote-jobqueue.gateway "
                 "or the site's gateway in the site catalogue"
             )
-        self.progress = StartProgress(f"cluster {self.cluster_id} at {self.site.name}", quiet)
+        verb = "attaching to" if _attach else "cluster"
+        self.progress = StartProgress(f"{verb} {self.cluster_id} at {self.site.name}", quiet)
         self.lost: str | None = None
         self._tunnel = None
         self._local_proc: subprocess.Popen | None = None
         self._local_port: UnixSocketPort | None = None
         self._inputs: Path | None = None
+        #: The scheduler job's own stdout and stderr, fetched when it ended badly.
+        self.crash_output: dict[str, str] = {}
         self._tasks: list[asyncio.Task] = []
         self._adaptive: RemoteAdaptive | None = None
         self.scheduler_job: SchedulerJob | None = None
@@ -201,6 +217,15 @@ class RemoteHTCondorCluster(Cluster):
         return env
 
     def bundle_spec(self) -> BundleSpec:
+        from .data import job_environment
+
+        candidates = {
+            site.name: {
+                "requirements": site.requirements,
+                "environment": job_environment(site.cache) if site.cache else {},
+            }
+            for site in self.site.candidates
+        }
         return BundleSpec(
             cluster_id=self.cluster_id,
             site=self.site.name,
@@ -215,6 +240,8 @@ class RemoteHTCondorCluster(Cluster):
             resident_worker=self.resident_worker,
             poll_interval=float(self.settings["poll-interval"]),
             worker_failure_limit=int(self.settings["worker-failure-limit"]),
+            idle_timeout=None if self.shutdown_on_close else self.idle_timeout,
+            candidates=candidates,
         )
 
     def scheduler_job_description(self) -> dict[str, str]:
@@ -243,19 +270,26 @@ class RemoteHTCondorCluster(Cluster):
             return
         self.status = Status.starting
         try:
-            if self.site.is_local:
+            if self._attach is not None:
+                address = await self._start_attached(self._attach)
+            elif self.site.is_local:
                 address = await self._start_local()
             else:
                 address = await self._start_remote()
             self.scheduler_comm = rpc(address, connection_args=self._connection_args)
             await self._check_versions()
+            await self._learn_from_bundle()
             await super()._start()
         except BaseException as err:
             self.progress.update("failed", str(err)[:200])
             self.progress.done()
-            await self._cleanup(f"start failed: {err}")
+            if self._attach is not None:  # not ours to remove: only let go of it
+                await self._release()
+            else:
+                err = await self._with_crash_output(err)
+                await self._cleanup(f"start failed: {err}")
             self.status = Status.failed
-            raise
+            raise err
         self.progress.update("running", self.scheduler_address)
         self.progress.done()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
@@ -279,6 +313,24 @@ class RemoteHTCondorCluster(Cluster):
         if self._inputs is not None:
             shutil.rmtree(self._inputs, ignore_errors=True)
             self._inputs = None
+
+    def _remove_secret_inputs(self) -> None:
+        """After a spooled submission the schedd holds its own copy: ours of the secrets goes
+        at once; the directory stays (0700) for the job's output, should it crash."""
+        if self._inputs is not None:
+            for name in (BEARER_TOKEN, CLUSTER_SECRET, TLS_KEY):
+                (self._inputs / name).unlink(missing_ok=True)
+
+    async def _with_crash_output(self, err: BaseException) -> BaseException:
+        """``err``, with the end of the scheduler job's stderr if it ended badly."""
+        if not isinstance(err, ClusterLost) or self.scheduler_job is None or not self._inputs:
+            return err
+        self.crash_output = await self.scheduler_job.fetch_output(str(self._inputs))
+        tail = self.crash_output.get("err", "").strip().splitlines()[-15:]
+        if not tail:
+            return err
+        text = "\n".join(tail)
+        return type(err)(f"{err}\nthe end of its stderr:\n{text}")
 
     @property
     def _connection_args(self) -> dict[str, Any]:
@@ -328,8 +380,7 @@ class RemoteHTCondorCluster(Cluster):
         try:
             await self.scheduler_job.submit()
         finally:
-            # Spooled: the schedd holds its own copy now, so ours (token, key) goes at once.
-            self._remove_inputs()
+            self._remove_secret_inputs()
         self._log(f"submitted scheduler job {self.job_id} to {self.site.name}")
         deadline = time.monotonic() + self.start_timeout
         await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
@@ -380,6 +431,62 @@ class RemoteHTCondorCluster(Cluster):
                     f"{last_error}); see the job's scheduler.err"
                 )
             await asyncio.sleep(0.1)
+
+    async def _start_attached(self, info: ClusterInfo) -> str:
+        """Reach a running cluster of ours: its scheduler job must run, and the gateway must
+        let us open its ports (it does so for the identity that registered them only)."""
+        from .bundle.credentials import fetch_pair
+        from .scheduler_job import SchedulerJob
+
+        if info.scheduler_job is None:
+            raise ClusterNotFound(f"cluster {self.cluster_id} has no scheduler job any more")
+        self.progress.update("checking the scheduler job", info.scheduler_job)
+        self.scheduler_job = await SchedulerJob.running(
+            self.site, info.scheduler_job, self.cluster_id
+        )
+        from .gateway.tunnel import Tunnel
+
+        self.progress.update("connecting to the gateway", self.gateway)
+        self._tunnel = Tunnel(
+            gateway=self.gateway,
+            known_host_key=self.gateway_host_key,
+            token_source=self._bearer_token,
+            cluster_id=self.cluster_id,
+            services=(SCHEDULER_PORT, DASHBOARD_PORT),
+        )
+        try:
+            await self._tunnel.start()
+            reader, writer = await self._tunnel._open(CREDENTIALS_PORT)
+            try:
+                pair = await fetch_pair(reader)
+            finally:
+                writer.close()
+        except Exception as err:
+            raise GatewayError(
+                f"cannot attach to {self.cluster_id} through {self.gateway}: {err} (only a "
+                "cluster made with shutdown_on_close=False can be attached to, by its owner)"
+            ) from err
+        self.security = Security(
+            require_encryption=True,
+            tls_ca_file=pair["cert"],
+            tls_client_cert=pair["cert"],
+            tls_client_key=pair["key"],
+        )
+        self._local_dashboard = self._tunnel.local_address(DASHBOARD_PORT)
+        return f"tls://{self._tunnel.local_address(SCHEDULER_PORT)}"
+
+    async def _learn_from_bundle(self) -> None:
+        """Where the bundle runs (a ``random`` cluster learns its site here) and, when we
+        attached, what its worker jobs are and how long its lease is."""
+        info = await asyncio.wait_for(self.scheduler_comm.rjq_info(), 30)
+        if info["site"] != self.site.name:
+            self.site = sites.resolve(info["site"])
+            self.progress.title = f"cluster {self.cluster_id} at {self.site.name}"
+        if self._attach is not None:
+            from .spec import WorkerSpec
+
+            self.worker_spec = WorkerSpec.from_json(info["worker"])
+            self.lease = float(info["lease"])
 
     async def _start_local(self) -> str:
         self.progress.update("starting the bundle as local processes")
@@ -476,6 +583,8 @@ class RemoteHTCondorCluster(Cluster):
         return False
 
     async def _mark_lost(self, reason: str) -> None:
+        if self.scheduler_job is not None and self._inputs is not None:
+            self.crash_output = await self.scheduler_job.fetch_output(str(self._inputs))
         self.lost = reason
         logger.error("cluster %s lost: %s", self.cluster_id, reason)
         self._log(f"lost: {reason}")
@@ -623,15 +732,64 @@ class RemoteHTCondorCluster(Cluster):
         from distributed.utils import Log
 
         logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
+        if scheduler:
+            for stream, text in self.crash_output.items():
+                logs[f"Scheduler job std{stream}"] = Log(text)
         if scheduler and not self.lost:
             with contextlib.suppress(Exception):
                 lines = await asyncio.wait_for(self.scheduler_comm.rjq_logs(), 30)
                 logs["Bundle"] = Log("\n".join(line for _level, line in lines))
         return logs
 
+    # Listing, attaching -------------------------------------------------------------
+    @classmethod
+    def list(cls, site: str | None = None) -> list[ClusterInfo]:
+        """Your clusters at ``site`` (default: every site), as the schedds know them."""
+        from .clusters import list_clusters
+
+        return list_clusters(site)
+
+    @classmethod
+    def from_name(
+        cls,
+        cluster_id: str,
+        *,
+        site: str | None = None,
+        shutdown_on_close: bool = False,
+        asynchronous: bool = False,
+        loop: Any = None,
+        quiet: bool = False,
+    ) -> RemoteHTCondorCluster:
+        """Attach to your running cluster ``cluster_id`` (one made with
+        ``shutdown_on_close=False``), from any process; `close()` then detaches again unless
+        ``shutdown_on_close``, and `shutdown()` ends it."""
+        found = [info for info in cls.list(site) if info.cluster_id == cluster_id]
+        if not found:
+            raise ClusterNotFound(
+                f"no cluster {cluster_id} of yours is running"
+                + (f" at {site}" if site else "")
+                + ": RemoteHTCondorCluster.list() (or `remote-jobqueue clusters ls`) lists yours"
+            )
+        return cls(
+            site=found[0].site,
+            shutdown_on_close=shutdown_on_close,
+            asynchronous=asynchronous,
+            loop=loop,
+            quiet=quiet,
+            _attach=found[0],
+        )
+
+    def shutdown(self):
+        """End the cluster at the site, whatever ``shutdown_on_close`` says."""
+        self.shutdown_on_close = True
+        return self.close()
+
     # Close ----------------------------------------------------------------------------
     async def _close(self) -> None:
         if self.status == Status.closed:
+            return
+        if not self.shutdown_on_close and not self.lost:
+            await self._release()
             return
         # Stop watching first: the scheduler job ending now is what we asked for, not a loss.
         for task in self._tasks:
@@ -647,6 +805,22 @@ class RemoteHTCondorCluster(Cluster):
         self.status = Status.running if self.status == Status.failed else self.status
         with contextlib.suppress(Exception):
             await super()._close()
+        self.status = Status.closed
+
+    async def _release(self) -> None:
+        """Let go of the cluster and leave it running at the site (detach)."""
+        for task in self._tasks:
+            task.cancel()
+        self._log(f"detached; it ends after {self.idle_timeout:.0f} s with no client and no work")
+        self._adaptive = None  # adapting goes on at the site
+        self.status = Status.running if self.status == Status.failed else self.status
+        with contextlib.suppress(Exception):
+            await super()._close()
+        if self._tunnel is not None:
+            with contextlib.suppress(Exception):
+                await self._tunnel.close()
+            self._tunnel = None
+        self._remove_inputs()
         self.status = Status.closed
 
     async def _cleanup(self, reason: str, worker_clusters: set[int] = frozenset()) -> None:

@@ -59,3 +59,7 @@ class GatewayError(RemoteJobqueueError):
 
 class VersionMismatch(RemoteJobqueueError):
     """The site's Python or Dask stack differs from the client's (see `versions.py`)."""
+
+
+class ClusterNotFound(RemoteJobqueueError, LookupError):
+    """No cluster of that id *of yours* runs: another user's is as invisible as none."""

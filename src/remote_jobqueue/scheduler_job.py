@@ -39,9 +39,41 @@ class SchedulerJob:
 
     async def submit(self) -> str:
         """Locate the site's schedd and submit (spooled); returns the job id."""
-        self.schedd = await asyncio.to_thread(sched.locate, self.site.collector, self.site.schedd)
+        await self._locate()
         self.cluster = await asyncio.to_thread(sched.submit, self.schedd, self.description)
         return str(self.job_id)
+
+    async def _locate(self) -> None:
+        self.schedd = await asyncio.to_thread(sched.locate, self.site.collector, self.site.schedd)
+
+    @classmethod
+    async def running(cls, site: Any, job_id: str, cluster_id: str) -> SchedulerJob:
+        """The scheduler job of a cluster someone else started (an attach): it must run."""
+        job = cls(site, {}, cluster_id)
+        await job._locate()
+        job.cluster = int(job_id.split(".")[0])
+        await job.check_alive()
+        return job
+
+    async def fetch_output(self, directory: str) -> dict[str, str]:
+        """The job's stdout and stderr, if it ended badly (it then waits in the queue with
+        them, see `spec.KEEP_CRASHED`): fetched into ``directory`` (its submit directory)."""
+        if self.cluster is None or self.schedd is None:
+            return {}
+        from pathlib import Path
+
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self.schedd.retrieve, f"ClusterId == {self.cluster}"), 15
+            )
+        except Exception as err:
+            logger.info("no output of scheduler job %s to fetch: %s", self.job_id, err)
+        found = {}
+        for stream in ("out", "err"):
+            path = Path(directory) / f"scheduler.{stream}"
+            with contextlib.suppress(OSError):
+                found[stream] = path.read_text(errors="replace")
+        return found
 
     async def refresh(self) -> JobPhase:
         """One query: the job's phase now (and who owns it, learnt once)."""

@@ -5,18 +5,22 @@ keep jobs there, its nearest XRootD cache, and the gateway its bundles dial. Whi
 may have, and what they mean, is the schema's (`remote-jobqueue-schema.yaml`): an unknown key is
 an error naming the key and the site. `"random"` picks a configured site; `"local"` runs the
 same bundle as local processes.
+
+`"random"` is HTCondor's choice, not ours: the scheduler job asks for any of the sites and
+runs wherever a slot matches first (so never where none is free), and the bundle pins its
+workers to the site it landed at (`bundle/placement.py`).
 """
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from . import config
-from .errors import UnknownSite
+from .errors import RemoteJobqueueError, UnknownSite
 
 LOCAL = "local"
 RANDOM = "random"
+RANDOM_LABEL = "HTCondor (random site)"
 
 
 @dataclass(frozen=True)
@@ -33,15 +37,23 @@ class SiteSpec:
     image: str | None = None
     python: str | None = None
     label: str | None = None
+    #: For ``random``: the sites it may land at (it is a choice HTCondor makes at match time).
+    candidates: tuple[SiteSpec, ...] = ()
 
     @property
     def is_local(self) -> bool:
         return self.name == LOCAL
 
     @property
+    def is_random(self) -> bool:
+        return bool(self.candidates)
+
+    @property
     def display_name(self) -> str:
         if self.label:
             return self.label
+        if self.is_random:
+            return RANDOM_LABEL
         return "Local" if self.is_local else f"HTCondor-{self.name}"
 
 
@@ -56,19 +68,39 @@ def catalogue() -> dict[str, SiteSpec]:
 
 
 def choices() -> list[tuple[str, str]]:
-    """(value, label) pairs for a site picker: "random site", each HTCondor site, "Local"."""
+    """(value, label) pairs for a site picker: random, each HTCondor site, "Local"."""
     remote = [(n, s.display_name) for n, s in catalogue().items() if not s.is_local]
-    return [(RANDOM, "random site"), *remote, (LOCAL, "Local")]
+    return [(RANDOM, RANDOM_LABEL), *remote, (LOCAL, "Local")]
 
 
-def resolve(name: str | None, rng: random.Random | None = None) -> SiteSpec:
+def resolve(name: str | None) -> SiteSpec:
     name = name or config.get("site")
     sites = catalogue()
     if name == RANDOM:
-        remote = sorted(n for n, s in sites.items() if not s.is_local)
-        if not remote:
-            raise UnknownSite(RANDOM, list(sites))
-        name = (rng or random).choice(remote)
+        return random_site(sites)
     if name not in sites:
         raise UnknownSite(name, sorted(sites))
     return sites[name]
+
+
+#: What every candidate of ``random`` must share: the job is submitted once, to one schedd,
+#: dials one gateway and runs one Python, before anyone knows where it lands.
+_SHARED = ("collector", "schedd", "gateway", "gateway_host_key", "python", "image")
+
+
+def random_site(sites: dict[str, SiteSpec]) -> SiteSpec:
+    """The pseudo-site ``random``: any remote site of the catalogue, chosen at match time."""
+    remote = [spec for name, spec in sorted(sites.items()) if not spec.is_local]
+    if not remote:
+        raise UnknownSite(RANDOM, list(sites))
+    shared = {}
+    for key in _SHARED:
+        values = {getattr(spec, key) for spec in remote}
+        if len(values) > 1:
+            raise RemoteJobqueueError(
+                f'site="random" needs sites that share one {key.replace("_", "-")}, and '
+                f"{', '.join(s.name for s in remote)} do not: name a site instead"
+            )
+        shared[key] = values.pop()
+    anywhere = " || ".join(f"({spec.requirements or 'true'})" for spec in remote)
+    return SiteSpec(RANDOM, requirements=anywhere, candidates=tuple(remote), **shared)

@@ -35,9 +35,12 @@ CLUSTER_SECRET = "cluster-secret"
 CONDOR_CA = "condor-ca.pem"
 BUNDLE_INPUTS = (BUNDLE_SPEC, BEARER_TOKEN, CLUSTER_SECRET, CONDOR_CA)
 
-#: Logical ports the bundle forwards through the gateway.
+#: Logical ports the bundle forwards through the gateway. A detachable cluster's bundle also
+#: hands its TLS pair to its owner (the gateway lets no one else open the port), so that a new
+#: process, anywhere, can attach to it (see `bundle/credentials.py`).
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
+CREDENTIALS_PORT = 8788
 
 #: HTCondor starts jobs without PATH; whatever runs a tool by name needs one (ROOT's C++
 #: interpreter asks ``c++`` where the system headers are, or fails to JIT in every job).
@@ -45,6 +48,11 @@ JOB_PATH = "/usr/local/bin:/usr/bin:/bin"
 #: What the scheduler itself asks for (a resident worker's share comes on top).
 SCHEDULER_MEMORY_MB = 1024
 SCHEDULER_DISK_KB = 2**20
+#: A scheduler job that ended badly stays in the queue (its output in the spool) for 10
+#: minutes, until the client has fetched its stdout and stderr; one that ended well leaves.
+KEEP_CRASHED = (
+    "JobStatus == 4 && (ExitBySignal =?= true || ExitCode =!= 0) && (time() - CompletionDate) < 600"
+)
 #: The submit variable that carries each worker job's Dask name (one item per job).
 WORKER_NAME_VARIABLE = "WorkerName"
 
@@ -166,6 +174,12 @@ class BundleSpec:
     #: Consecutive failed worker jobs (held, or gone before their worker joined) after which
     #: no replacement is submitted.
     worker_failure_limit: int = 3
+    #: A detachable cluster (``shutdown_on_close=False``) outlives its client: it ends after
+    #: this many seconds with no client and no work instead of when the lease runs out.
+    idle_timeout: float | None = None
+    #: For ``site="random"``: every site the job may land at, name → the requirements and the
+    #: environment (nearest cache) its workers get once the bundle knows where it runs.
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def scheduler_resources(self) -> tuple[int, int, int]:
         """(cpus, memory MB, disk KB): one core and 1 GiB, plus a resident worker's share."""
@@ -186,6 +200,10 @@ class BundleSpec:
             output_stem="scheduler",
             worker=self.worker,
         )
+        # A crashed bundle's stdout and stderr stay in the queue a while, for
+        # `cluster.get_logs()`; nothing else of its scratch directory comes back (its token).
+        desc["transfer_output_files"] = BUNDLE_SPEC
+        desc["leave_in_queue"] = KEEP_CRASHED
         return {**desc, "+RjqSite": json.dumps(self.site)}
 
     def to_json(self) -> str:

@@ -19,9 +19,13 @@ from remote_jobqueue.bundle.agent import SiteAgent
 from remote_jobqueue.bundle.site_cluster import SiteCluster
 from remote_jobqueue.bundle.worker_jobs import WorkerJob, WorkerProcess
 from remote_jobqueue.jobstate import JobPhase, JobState
-from remote_jobqueue.spec import WorkerSpec
+from remote_jobqueue.spec import BundleSpec, WorkerSpec
 
 from ..waiting import async_wait_until
+
+
+def _spec(cluster_id: str, **kwargs) -> BundleSpec:
+    return BundleSpec(cluster_id, "T2_A", WorkerSpec(), **kwargs)
 
 
 class FakeTracker:
@@ -124,7 +128,7 @@ async def test_after_the_failure_limit_no_more_jobs_until_the_user_scales_again(
     scheduler, tmp_path
 ):
     site, tracker = await _site(scheduler, tmp_path, resident=False, limit=2)
-    agent = SiteAgent(scheduler, site, "rjq-test")
+    agent = SiteAgent(scheduler, site, _spec("rjq-test"))
     try:
         site.scale(1)
         await site._correct_state()
@@ -149,7 +153,7 @@ async def test_after_the_failure_limit_no_more_jobs_until_the_user_scales_again(
 
 async def test_adaptivity_is_distributeds_and_stopping_it_keeps_the_workers(scheduler, tmp_path):
     site, tracker = await _site(scheduler, tmp_path, resident=False)
-    agent = SiteAgent(scheduler, site, "rjq-test")
+    agent = SiteAgent(scheduler, site, _spec("rjq-test"))
     try:
         bounds = await agent.handle_adapt(minimum_jobs=2, maximum_jobs=3, interval="100ms")
         assert bounds == {"minimum": 2, "maximum": 3}

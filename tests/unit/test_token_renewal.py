@@ -25,6 +25,7 @@ from remote_jobqueue.gateway import (
     public_key_text,
     serve,
 )
+from remote_jobqueue.spec import BundleSpec, WorkerSpec
 from remote_jobqueue.tokens import TokenValidator
 
 from .jwt_issuer import AUD, Issuer
@@ -50,7 +51,8 @@ async def agent(tmp_path: Path, issuer: Issuer) -> AsyncIterator[SiteAgent]:
         "the-cluster-secret-0123456789",
     )
     scheduler = SimpleNamespace(handlers={}, workers={}, address="tls://s:1")
-    agent = SiteAgent(scheduler, None, "rjq-x", token_file=token_file)  # type: ignore[arg-type]
+    spec = BundleSpec("rjq-x", "T2_A", WorkerSpec())
+    agent = SiteAgent(scheduler, None, spec, token_file=token_file)  # type: ignore[arg-type]
     agent.verify_token = forwarder.renew
     async with gateway, forwarder:
         yield agent

@@ -232,6 +232,13 @@ def _ensure_image(name: str, log: Log) -> str:
     tag = image_tag(name, base)
     if image_exists(tag):
         return tag
+    if recipe.repository and os.environ.get("RJQ_REUSE_IMAGES"):
+        # For development only: an edit of src/ would otherwise rebuild the product's images
+        # (and restart the facility) on every test run; the nodes mount src/ anyway.
+        older = _tags_of(tag.rsplit(":", 1)[0])
+        if older:
+            log(f"RJQ_REUSE_IMAGES: using {older[0]} for {name}, not rebuilding")
+            return older[0]
     log(f"building {tag} from docker/{name} …")
     with tempfile.TemporaryDirectory(prefix=f"rjq-build-{name}-") as scratch:
         os.chmod(scratch, 0o755)
@@ -262,15 +269,18 @@ def _build(name: str, tag: str, base: str, where: list[str], context: Path) -> N
     )
 
 
-def prune_older(tag: str) -> None:
-    """Remove the other tags of the same image (older recipes) that no container uses."""
-    repository = tag.rsplit(":", 1)[0]
+def _tags_of(repository: str) -> list[str]:
     proc = subprocess.run(
         ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repository],
         capture_output=True,
         text=True,
     )
-    for old in proc.stdout.split():
+    return proc.stdout.split()
+
+
+def prune_older(tag: str) -> None:
+    """Remove the other tags of the same image (older recipes) that no container uses."""
+    for old in _tags_of(tag.rsplit(":", 1)[0]):
         if old != tag:
             subprocess.run(["podman", "rmi", old], capture_output=True)
 

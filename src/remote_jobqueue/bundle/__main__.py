@@ -23,6 +23,7 @@ from ..spec import (
     BEARER_TOKEN,
     CLUSTER_SECRET,
     CONDOR_CA,
+    CREDENTIALS_PORT,
     DASHBOARD_PORT,
     SCHEDULER_PORT,
     TLS_CERT,
@@ -137,12 +138,11 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     agent = SiteAgent(
         scheduler,
         site,
-        spec.cluster_id,
-        lease=spec.lease,
+        spec,
         token_file=scratch / BEARER_TOKEN if spec.gateway else None,
     )
 
-    forwarder = None
+    forwarder = credentials = None
     if spec.gateway:
         from ..gateway.forwarder import ReverseForwarder
 
@@ -150,6 +150,11 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         services: dict[int, tuple[str, int] | str] = {SCHEDULER_PORT: (host, scheduler.port)}
         if dashboard:
             services[DASHBOARD_PORT] = str(dashboard)
+        if spec.idle_timeout is not None and spec.worker.tls:
+            from .credentials import CredentialsServer
+
+            credentials = CredentialsServer(scratch, scratch / TLS_CERT, scratch / TLS_KEY)
+            services[CREDENTIALS_PORT] = await credentials.start()
         forwarder = ReverseForwarder(
             gateway=spec.gateway,
             known_host_key=spec.gateway_host_key,
@@ -184,6 +189,8 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         await tracker.remove_all("cluster closed by remote-jobqueue")
     if forwarder is not None:
         await forwarder.close()
+    if credentials is not None:
+        await credentials.close()
     logger.info("bundle done: %s", agent.close_reason or "scheduler closed")
     return 0
 
@@ -219,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     spec = BundleSpec.from_json(args.spec.read_text())
+    if spec.candidates:  # site="random": pinned to wherever HTCondor ran us
+        from .placement import machine_site_name, pin_to_landed_site
+
+        spec = pin_to_landed_site(spec, machine_site_name())
+        logger.info("the scheduler job landed at %s; its workers go there too", spec.site)
+        # The scheduler's own reads go through the landed site's cache too.
+        os.environ.update(spec.worker.environment)
     if not spec.worker.tls:  # the client refuses tls=False too; a spec made by hand may not
         parser.error(
             "refusing to run a scheduler without TLS: anyone who reaches its port "

@@ -18,6 +18,7 @@ from typing import Any
 
 from distributed import Scheduler
 
+from ..spec import BundleSpec
 from .site_cluster import SiteCluster
 
 logger = logging.getLogger("remote_jobqueue.agent")
@@ -28,18 +29,19 @@ class SiteAgent:
         self,
         scheduler: Scheduler,
         cluster: SiteCluster | None,
-        cluster_id: str,
+        spec: BundleSpec,
         *,
-        lease: float = 120.0,
         token_file: Path | None = None,
     ) -> None:
-        self.scheduler, self.cluster, self.cluster_id = scheduler, cluster, cluster_id
-        self.lease, self.token_file = lease, token_file
+        self.scheduler, self.cluster, self.spec = scheduler, cluster, spec
+        self.cluster_id, self.lease, self.token_file = spec.cluster_id, spec.lease, token_file
+        #: Detachable clusters end after this long with no client and no work (else None).
+        self.idle_timeout = spec.idle_timeout
         #: Checks a renewed token as the gateway does (and renews our login with it); without
         #: it (local mode) no token is taken.
         self.verify_token: Callable[[str], Awaitable[float]] | None = None
         self._renewals: dict[str, asyncio.Future[bool]] = {}
-        self.last_heartbeat = time.monotonic()
+        self.last_heartbeat = self.last_activity = time.monotonic()
         self.closing = asyncio.Event()
         self.close_reason = ""
         self._task: asyncio.Task | None = None
@@ -61,6 +63,7 @@ class SiteAgent:
                 "rjq_close": self.handle_close,
                 "rjq_jobs": self.handle_jobs,
                 "rjq_logs": self.handle_logs,
+                "rjq_info": self.handle_info,
             }
         )
         self._task = asyncio.ensure_future(self._keep_lease())
@@ -179,14 +182,45 @@ class SiteAgent:
     async def handle_jobs(self) -> dict[str, Any]:
         return self.site.describe()
 
+    async def handle_info(self) -> dict[str, Any]:
+        """What an attaching client must know: where we run, the worker job, the lease."""
+        return {
+            "cluster_id": self.cluster_id,
+            "site": self.spec.site,
+            "worker": self.spec.worker.to_json(),
+            "lease": self.lease,
+            "idle_timeout": self.idle_timeout,
+        }
+
     # The lease ------------------------------------------------------------------------
+    def _busy(self) -> bool:
+        """Work in flight, or a Dask client connected (other than the scheduler's own)."""
+        scheduler = self.scheduler
+        clients = [c for c in scheduler.clients if c != "fire-and-forget"]
+        working = any(
+            ts.state not in ("memory", "released", "forgotten", "erred")
+            for ts in scheduler.tasks.values()
+        )
+        return bool(clients) or working
+
     async def _keep_lease(self) -> None:
         while not self.closing.is_set():
-            if time.monotonic() - self.last_heartbeat > self.lease:
-                await self.shutdown(
-                    f"lease expired: no heartbeat from the client for {self.lease:.0f} s"
-                )
-                return
+            now = time.monotonic()
+            if self.idle_timeout is None:
+                if now - self.last_heartbeat > self.lease:
+                    await self.shutdown(
+                        f"lease expired: no heartbeat from the client for {self.lease:.0f} s"
+                    )
+                    return
+            else:
+                if self._busy():
+                    self.last_activity = now
+                idle = now - max(self.last_heartbeat, self.last_activity)
+                if idle > self.idle_timeout:
+                    await self.shutdown(
+                        f"idle timeout: no client and no work for {self.idle_timeout:.0f} s"
+                    )
+                    return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closing.wait(), 1.0)
 
