@@ -728,10 +728,15 @@ class RemoteHTCondorCluster(Cluster):
 
     # Logs -----------------------------------------------------------------------------
     async def _get_logs(self, cluster=True, scheduler=True, workers=True):
-        """Dask's logs plus the bundle's own ("Bundle": worker jobs, holds, lease, tokens)."""
+        """Dask's logs plus the bundle's own ("Bundle": worker jobs, holds, lease, tokens), and
+        after a crash, the scheduler job's stdout and stderr."""
         from distributed.utils import Log
 
-        logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
+        logs = {}
+        if not self.lost:  # a lost scheduler has nothing to tell; its job's output does
+            logs = await super()._get_logs(cluster=cluster, scheduler=scheduler, workers=workers)
+        elif cluster:
+            logs["Cluster"] = Log("\n".join(line[1] for line in self._cluster_manager_logs))
         if scheduler:
             for stream, text in self.crash_output.items():
                 logs[f"Scheduler job std{stream}"] = Log(text)

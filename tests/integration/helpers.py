@@ -57,9 +57,10 @@ def python_job(code: str, workdir: Path, **extra: str) -> dict[str, str]:
     }
 
 
-async def gateway_refusal(cfg: FacilityConfig, token: str, cluster_id: str):
+async def gateway_refusal(cfg: FacilityConfig, token: str, cluster_id: str, port: int = 8786):
     """What the facility's gateway answers (an `asyncssh.ChannelOpenError`) when this token's
-    owner asks for ``cluster_id``'s scheduler; fails the test if the channel opens."""
+    owner asks for ``cluster_id``'s ``port`` (the scheduler's by default); fails the test if
+    the channel opens."""
     import asyncssh
     import pytest
 
@@ -71,7 +72,7 @@ async def gateway_refusal(cfg: FacilityConfig, token: str, cluster_id: str):
     conn = await connect_gateway(cfg.gateway, keys, token)
     try:
         with pytest.raises(asyncssh.ChannelOpenError) as refused:
-            await conn.open_connection(cluster_id, 8786)
+            await conn.open_connection(cluster_id, port)
         return refused.value
     finally:
         conn.close()

@@ -134,7 +134,7 @@ def test_site_picker_in_the_server_shows_the_catalogue(facility, alice):
     sorted_sites = sorted(facility.sites, key=lambda s: s.name)
     out = run_as("alice", alice["env"], "from remote_jobqueue import sites; print(sites.choices())")
     choices = eval(out.strip())
-    assert choices[0] == ("random", "random site") and choices[-1] == ("local", "Local")
+    assert choices[0] == ("random", "HTCondor (random site)") and choices[-1] == ("local", "Local")
     assert sorted(choices[1:-1]) == [(s.name, f"HTCondor-{s.name}") for s in sorted_sites]
 
 

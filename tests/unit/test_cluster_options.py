@@ -29,15 +29,48 @@ def test_unknown_site_names_the_known_ones():
     assert "T2_NOWHERE" in str(info.value)
 
 
-def test_random_picks_a_configured_remote_site():
-    with dask.config.set({"remote-jobqueue.sites": {"T2_A": {}, "T2_B": {}}}):
-        assert {sites.resolve("random").name for _ in range(30)} == {"T2_A", "T2_B"}
+def test_random_leaves_the_choice_to_htcondor_among_the_remote_sites():
+    catalogue = {
+        "T2_A": {"schedd": "s", "requirements": 'TARGET.SiteName == "T2_A"'},
+        "T2_B": {"schedd": "s", "requirements": 'TARGET.SiteName == "T2_B"'},
+    }
+    with dask.config.set({"remote-jobqueue.sites": catalogue}):
+        random_site = sites.resolve("random")
+    assert [site.name for site in random_site.candidates] == ["T2_A", "T2_B"]
+    assert random_site.requirements == (
+        '(TARGET.SiteName == "T2_A") || (TARGET.SiteName == "T2_B")'
+    )
+    assert random_site.schedd == "s" and random_site.display_name == "HTCondor (random site)"
+
+
+def test_random_refuses_sites_that_cannot_share_one_submission():
+    catalogue = {"T2_A": {"schedd": "a"}, "T2_B": {"schedd": "b"}}
+    with (
+        dask.config.set({"remote-jobqueue.sites": catalogue}),
+        pytest.raises(RemoteJobqueueError, match="share one schedd"),
+    ):
+        sites.resolve("random")
+
+
+async def test_a_random_clusters_bundle_knows_every_candidate_and_its_cache():
+    catalogue = {
+        "T2_A": {"python": "/p", "requirements": "A", "cache": "root://cache-a:1"},
+        "T2_B": {"python": "/p", "requirements": "B"},
+    }
+    with dask.config.set({"remote-jobqueue.sites": catalogue, "remote-jobqueue.gateway": "g:1"}):
+        # Constructed inside a running loop and never awaited: nothing is submitted.
+        spec = RemoteHTCondorCluster(site="random", asynchronous=True).bundle_spec()
+    assert set(spec.candidates) == {"T2_A", "T2_B"}
+    assert spec.candidates["T2_A"]["requirements"] == "A"
+    assert spec.candidates["T2_A"]["environment"]["RJQ_XROOTD_CACHE"] == "root://cache-a:1"
+    assert spec.candidates["T2_B"]["environment"] == {}
+    assert spec.worker.requirements == "(A) || (B)"
 
 
 def test_site_choices_read_as_in_the_notebook():
     with dask.config.set({"remote-jobqueue.sites": {"T2_A": {}}}):
         assert sites.choices() == [
-            ("random", "random site"),
+            ("random", "HTCondor (random site)"),
             ("T2_A", "HTCondor-T2_A"),
             ("local", "Local"),
         ]

@@ -88,7 +88,7 @@ def test_dask_reads_back_the_site_catalogue_and_settings(monkeypatch):
         assert config.get("token-file") == "/run/rjq/alice/bearer-token"
         assert config.get("site") == "random"
         assert sites.choices() == [
-            ("random", "random site"),
+            ("random", "HTCondor (random site)"),
             ("T2_A", "HTCondor-T2_A"),
             ("local", "Local"),
         ]

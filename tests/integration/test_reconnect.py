@@ -1,0 +1,175 @@
+"""Clusters that outlive their kernel, and clusters HTCondor places.
+
+Specification:
+- a cluster made with ``shutdown_on_close=False`` keeps running when its maker closes it; a new
+  process attaches to it with `from_name`, computes, and shuts it down; nothing is left;
+- another user can neither find it nor open its ports at the gateway (its TLS pair included);
+- left alone, a detached cluster ends by itself after its idle timeout;
+- ``site="random"`` is HTCondor's choice: with T2_A full, ten random clusters all start
+  elsewhere, and their workers go where their scheduler landed;
+- a scheduler job that crashes leaves its stdout and stderr in `get_logs()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncssh
+import pytest
+from dask.distributed import Client
+
+from remote_jobqueue import ClusterLost, RemoteHTCondorCluster
+from remote_jobqueue import schedd as sched
+from remote_jobqueue.errors import ClusterNotFound
+from rjq_facility import issuer
+from rjq_facility.gateway_service import GATEWAY_AUDIENCE
+
+from ..waiting import wait_until
+from .helpers import gateway_refusal, podman, python_job, run_as
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def jobs_of(facility, cluster_id: str, attrs=("RjqRole",)) -> list:
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', list(attrs))
+
+
+def test_a_detached_cluster_is_attached_from_another_process_and_shut_down_there(facility, alice):
+    cluster = RemoteHTCondorCluster(
+        site="T2_A", cores=1, memory="1 GiB", n_workers=1, shutdown_on_close=False, quiet=True
+    )
+    cluster_id = cluster.cluster_id
+    try:
+        cluster.close()
+        assert cluster.status.name == "closed"
+        assert [info.cluster_id for info in RemoteHTCondorCluster.list()].count(cluster_id) == 1
+        attached = run_as(
+            facility,
+            "alice",
+            f"""
+            from dask.distributed import Client
+            from remote_jobqueue import RemoteHTCondorCluster
+            cluster = RemoteHTCondorCluster.from_name({cluster_id!r}, quiet=True)
+            print("site", cluster.site.name)
+            with Client(cluster) as client:
+                client.wait_for_workers(1, timeout=120)
+                print("sum", client.submit(sum, [1, 2, 3]).result())
+            cluster.shutdown()
+            """,
+            timeout=240,
+        )
+        assert attached.returncode == 0, attached.stderr[-3000:]
+        assert "site T2_A" in attached.stdout and "sum 6" in attached.stdout
+        wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
+    finally:
+        cluster.shutdown_on_close = True
+        for info in RemoteHTCondorCluster.list():
+            if info.cluster_id == cluster_id:
+                from remote_jobqueue.clusters import stop_cluster
+
+                stop_cluster(cluster_id)
+
+
+@pytest.mark.security
+def test_another_user_can_neither_find_nor_open_a_detached_cluster(facility, alice):
+    cluster = RemoteHTCondorCluster(site="T2_A", shutdown_on_close=False, quiet=True)
+    cluster_id = cluster.cluster_id
+    try:
+        cluster.close()
+        bob = run_as(
+            facility,
+            "bob",
+            f"""
+            from remote_jobqueue import RemoteHTCondorCluster
+            from remote_jobqueue.errors import ClusterNotFound
+            try:
+                RemoteHTCondorCluster.from_name({cluster_id!r}, quiet=True)
+            except ClusterNotFound as err:
+                print("refused:", err)
+            """,
+        )
+        assert f"refused: no cluster {cluster_id} of yours is running" in bob.stdout, bob.stderr
+        bob_token = issuer.password_grant(facility, "bob", audience=GATEWAY_AUDIENCE)
+        for port in (8786, 8788):  # the scheduler, and the cluster's TLS pair
+            refused = asyncio.run(
+                gateway_refusal(facility, bob_token["access_token"], cluster_id, port)
+            )
+            assert refused.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+            assert (
+                refused.reason == f"no cluster {cluster_id!r} with port {port} registered for you"
+            )
+        # Alice herself, attached: the cluster is intact.
+        again = RemoteHTCondorCluster.from_name(cluster_id, quiet=True)
+        assert again.site.name == "T2_A"
+        again.shutdown()
+    finally:
+        wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
+
+
+def test_from_name_of_an_unknown_cluster_says_how_to_list_yours(facility, alice):
+    with pytest.raises(ClusterNotFound, match=r"RemoteHTCondorCluster\.list\(\)"):
+        RemoteHTCondorCluster.from_name("rjq-000000000000")
+
+
+def test_a_detached_cluster_left_alone_ends_after_its_idle_timeout(facility, alice):
+    cluster = RemoteHTCondorCluster(
+        site="T2_LOCAL", shutdown_on_close=False, idle_timeout=5, quiet=True
+    )
+    cluster.close()
+    assert jobs_of(facility, cluster.cluster_id), "detached, not ended"
+    wait_until(lambda: not jobs_of(facility, cluster.cluster_id), 60, "ended by itself")
+
+
+def test_random_lands_where_slots_are_free_and_pins_its_workers_there(facility, alice, tmp_path):
+    schedd = sched.locate(facility.collector, facility.schedd_name)
+    cpus = facility.site("T2_A").cpus
+    filler = python_job(
+        "import time; time.sleep(600)",
+        tmp_path,
+        requirements='TARGET.SiteName == "T2_A"',
+        request_cpus=str(cpus),
+    )
+    filler_id = sched.submit(schedd, filler)
+    try:
+        wait_until(
+            lambda: (
+                sched.job_ads(schedd, f"ClusterId == {filler_id}", ["JobStatus"])[0]["JobStatus"]
+                == 2
+            ),
+            60,
+            "T2_A is full",
+        )
+        landed = []
+        for _ in range(10):
+            with RemoteHTCondorCluster(site="random", resident_worker=False, quiet=True) as cluster:
+                landed.append(cluster.site.name)
+                ads = jobs_of(facility, cluster.cluster_id, ["MachineAttrSiteName0", "RjqRole"])
+                assert [ad["MachineAttrSiteName0"] for ad in ads] == [cluster.site.name]
+                if len(landed) == 1:  # its workers go where it landed
+                    cluster.scale(1)
+                    with Client(cluster) as client:
+                        client.wait_for_workers(1, timeout=120)
+                    sites = {
+                        ad.get("MachineAttrSiteName0")
+                        for ad in jobs_of(facility, cluster.cluster_id, ["MachineAttrSiteName0"])
+                    }
+                    assert sites == {cluster.site.name}
+        assert "T2_A" not in landed and len(landed) == 10
+    finally:
+        sched.remove(schedd, f"ClusterId == {filler_id}", "test done")
+
+
+def test_a_crashed_scheduler_jobs_stdout_and_stderr_are_in_its_logs(facility, alice):
+    cluster = RemoteHTCondorCluster(site="T2_A", resident_worker=False, quiet=True)
+    try:
+        node = "rjq-pool-t2-a"
+        podman("exec", node, "pkill", "-KILL", "-f", "remote_jobqueue.bundle bundle.json")
+        wait_until(lambda: cluster.lost, 60, "the client notices the crash")
+        logs = cluster.get_logs(cluster=False, workers=False)
+        assert "scheduler at tls://" in logs["Scheduler job stderr"]
+        with pytest.raises(ClusterLost):
+            cluster.scale(1)
+    finally:
+        cluster.close()
+    wait_until(lambda: not jobs_of(facility, cluster.cluster_id), 60, "nothing left")
