@@ -142,6 +142,44 @@ def clusters_stop(cluster_id: str, site: str | None) -> None:
     click.echo(f"removed {removed} job(s) of {cluster_id}")
 
 
+@clusters.command("attach")
+@click.argument("cluster_id")
+@click.option("--site", help="where it runs (default: look at every site)")
+@click.option("--shutdown", is_flag=True, help="end the cluster instead of holding it open")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="hold the tunnel (and so the dashboard) open until Ctrl-C (default), or detach at once",
+)
+def clusters_attach(cluster_id: str, site: str | None, shutdown: bool, wait: bool) -> None:
+    """Attach to CLUSTER_ID (yours, made with shutdown_on_close=False): show it, keep its
+    dashboard reachable here until Ctrl-C, then detach (it goes on at the site)."""
+    import time
+
+    from .cluster import RemoteHTCondorCluster
+
+    with exit_on_error():
+        cluster = RemoteHTCondorCluster.from_name(cluster_id, site=site, quiet=True)
+    try:
+        workers = cluster.scheduler_info.get("workers", {})
+        click.echo(f"{cluster_id} at {cluster.site.name}, scheduler job {cluster.job_id}")
+        click.echo(f"workers: {len(workers)}; dashboard: {cluster.dashboard_link}")
+        if shutdown:
+            cluster.shutdown()
+            click.echo(f"shut {cluster_id} down")
+            return
+        if wait:
+            to_stderr("attached; Ctrl-C detaches (the cluster goes on)")
+            with contextlib.suppress(KeyboardInterrupt):
+                while not cluster.lost:
+                    time.sleep(1)
+            if cluster.lost:
+                click.secho(f"error: {cluster.lost}", fg="red", err=True)
+                sys.exit(1)
+    finally:
+        cluster.close()
+
+
 @main.command(
     "gateway",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},

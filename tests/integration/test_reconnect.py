@@ -13,6 +13,9 @@ Specification:
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -20,12 +23,13 @@ from dask.distributed import Client
 
 from remote_jobqueue import ClusterLost, RemoteHTCondorCluster
 from remote_jobqueue import schedd as sched
+from remote_jobqueue.clusters import stop_cluster
 from remote_jobqueue.errors import ClusterNotFound
 from rjq_facility import issuer
 from rjq_facility.gateway_service import GATEWAY_AUDIENCE
 
 from ..waiting import wait_until
-from .helpers import gateway_refusal, podman, python_job, run_as
+from .helpers import gateway_refusal, podman, python_job, run_as, user_env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,12 +67,13 @@ def test_a_detached_cluster_is_attached_from_another_process_and_shut_down_there
         assert "site T2_A" in attached.stdout and "sum 6" in attached.stdout
         wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
     finally:
-        cluster.shutdown_on_close = True
-        for info in RemoteHTCondorCluster.list():
-            if info.cluster_id == cluster_id:
-                from remote_jobqueue.clusters import stop_cluster
+        _stop_if_left(cluster_id)
 
-                stop_cluster(cluster_id)
+
+def _stop_if_left(cluster_id: str) -> None:
+    """A failed test leaves no detached cluster behind for the next one."""
+    if any(info.cluster_id == cluster_id for info in RemoteHTCondorCluster.list()):
+        stop_cluster(cluster_id)
 
 
 @pytest.mark.security
@@ -103,8 +108,9 @@ def test_another_user_can_neither_find_nor_open_a_detached_cluster(facility, ali
         again = RemoteHTCondorCluster.from_name(cluster_id, quiet=True)
         assert again.site.name == "T2_A"
         again.shutdown()
-    finally:
         wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
+    finally:
+        _stop_if_left(cluster_id)
 
 
 def test_from_name_of_an_unknown_cluster_says_how_to_list_yours(facility, alice):
@@ -173,3 +179,36 @@ def test_a_crashed_scheduler_jobs_stdout_and_stderr_are_in_its_logs(facility, al
     finally:
         cluster.close()
     wait_until(lambda: not jobs_of(facility, cluster.cluster_id), 60, "nothing left")
+
+
+def _cli(facility, user: str, *args: str) -> subprocess.CompletedProcess:
+    command = Path(sys.executable).with_name("remote-jobqueue")
+    return subprocess.run(
+        [str(command), *args],
+        env={**user_env(facility, user), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_clusters_attach_shows_a_detached_cluster_and_shuts_it_down(facility, alice):
+    cluster = RemoteHTCondorCluster(site="T2_LOCAL", shutdown_on_close=False, quiet=True)
+    cluster.close()
+    cluster_id = cluster.cluster_id
+    try:
+        shown = _cli(facility, "alice", "clusters", "attach", cluster_id, "--no-wait")
+        assert shown.returncode == 0, shown.stderr
+        assert f"{cluster_id} at T2_LOCAL, scheduler job {cluster.job_id}" in shown.stdout
+        assert "dashboard: http://127.0.0.1:" in shown.stdout
+        assert jobs_of(facility, cluster_id), "attach --no-wait detaches, it does not end it"
+
+        refused = _cli(facility, "bob", "clusters", "attach", cluster_id, "--shutdown")
+        assert refused.returncode == 1
+        assert f"no cluster {cluster_id} of yours is running" in refused.stderr
+
+        ended = _cli(facility, "alice", "clusters", "attach", cluster_id, "--shutdown")
+        assert ended.returncode == 0 and f"shut {cluster_id} down" in ended.stdout
+        wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
+    finally:
+        _stop_if_left(cluster_id)
