@@ -14,6 +14,8 @@ export interface ISiteChoice {
 }
 
 export interface IDefaults {
+  /** The configured `remote-jobqueue.site`, preselected when it is one of the sites. */
+  site?: string;
   cores: number;
   memory: string;
   image: string | null;

@@ -40,6 +40,9 @@ export class CreateClusterForm
     }
 
     const { defaults } = choices;
+    if (defaults.site && choices.sites.some(s => s.value === defaults.site)) {
+      this._site.value = defaults.site;
+    }
     this._cores = input('rjq-cores', 'number', String(defaults.cores));
     this._cores.min = '1';
     this._cores.step = '1';
