@@ -33,6 +33,7 @@ export class CreateClusterForm
     this._site = document.createElement('select');
     this._site.id = 'rjq-site';
     for (const site of choices.sites) {
+      this._labels.set(site.value, site.label);
       const option = document.createElement('option');
       option.value = site.value;
       option.textContent = optionText(site);
@@ -72,9 +73,10 @@ export class CreateClusterForm
 
   /** The label of the chosen site, for messages. */
   get siteLabel(): string {
-    return this._site.selectedOptions[0]?.textContent ?? this._site.value;
+    return this._labels.get(this._site.value) ?? this._site.value;
   }
 
+  private _labels = new Map<string, string>();
   private _site: HTMLSelectElement;
   private _cores: HTMLInputElement;
   private _memory: HTMLInputElement;

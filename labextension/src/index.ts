@@ -62,6 +62,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => createFromDialog(app)
     });
     palette?.addItem({ command: CREATE_COMMAND, category: 'Dask' });
+    // Beside dask-labextension's own "Launch New Cluster" in the cluster list's context menu.
+    app.contextMenu.addItem({
+      command: CREATE_COMMAND,
+      selector: '.dask-ClusterListing-list',
+      rank: 1.5
+    });
     void app.restored.then(() =>
       addCreateButton(app, () => void app.commands.execute(CREATE_COMMAND))
     );

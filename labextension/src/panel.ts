@@ -5,7 +5,17 @@
  */
 import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Toolbar, ToolbarButton } from '@jupyterlab/apputils';
+import { LabIcon } from '@jupyterlab/ui-components';
 import { PanelLayout, Widget } from '@lumino/widgets';
+
+import cloudAddSvg from '../style/cloud-add.svg';
+
+/** A cloud with a plus: a cluster somewhere else. An icon, as the toolbar has no room for a
+ * label at the panel's default width (CLUSTERS, refresh and NEW take 178 of its 235 px). */
+export const createClusterIcon = new LabIcon({
+  name: 'remote-jobqueue:create-cluster',
+  svgstr: cloudAddSvg
+});
 
 /** dask-labextension 7's ids and classes. */
 const DASK_SIDEBAR_ID = 'dask-dashboard-launcher';
@@ -65,7 +75,7 @@ export async function addCreateButton(
     if (toolbar) {
       const button = new ToolbarButton({
         className: 'rjq-create-cluster',
-        label: 'CREATE',
+        icon: createClusterIcon,
         tooltip: 'Create new cluster: pick a site, cores, memory and worker image',
         onClick
       });

@@ -53,6 +53,11 @@ def parse(body: bytes) -> ClusterRequest:
     )
 
 
+def _got(value: Any) -> str:
+    """How a refused value reads in a message: a blank field of the dialog is "nothing"."""
+    return "(got nothing)" if value is None else f"(got {value!r})"
+
+
 def _site(value: Any) -> str:
     known = known_sites()
     if value not in known:
@@ -63,7 +68,7 @@ def _site(value: Any) -> str:
 def _cores(value: Any) -> int:
     whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, bool) or not whole or value < 1:
-        raise BadRequest(f"cores must be a whole number of at least 1, not {value!r}")
+        raise BadRequest(f"cores must be a whole number of at least 1 {_got(value)}")
     return int(value)
 
 
@@ -71,13 +76,13 @@ def _memory(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not value.strip():
-        raise BadRequest(f"memory must be a size such as '4 GiB', not {value!r}")
+        raise BadRequest(f"memory must be a size such as '4 GiB' {_got(value)}")
     try:
         size = parse_bytes(value)
     except ValueError:
-        raise BadRequest(f"memory must be a size such as '4 GiB', not {value!r}") from None
+        raise BadRequest(f"memory must be a size such as '4 GiB' {_got(value)}") from None
     if size < 1:
-        raise BadRequest(f"memory must be more than nothing, not {value!r}")
+        raise BadRequest(f"memory must be at least one byte {_got(value)}")
     return value.strip()
 
 
@@ -85,5 +90,5 @@ def _image(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise BadRequest(f"image must be text (an image name or path), not {value!r}")
+        raise BadRequest(f"image must be text, an image name or path {_got(value)}")
     return value.strip() or None
