@@ -9,7 +9,8 @@ Specification:
 - while that cluster starts, and after, ``labextension.factory`` is the previous one again, so
   the panel's NEW button builds what it always did, and two requests at once get their own;
 - a start that fails closes what was built, registers nothing, and restores the factory;
-- a start that reads the factory in the window but is not ours builds the previous factory.
+- a start that reads the factory in the window but is not ours builds the previous factory;
+- without dask-labextension's server extension, no cluster is started (no panel would show it).
 """
 
 from __future__ import annotations
@@ -123,3 +124,15 @@ def test_a_start_that_is_not_ours_builds_the_previous_factory() -> None:
     other = factory.claim(previous=PREVIOUS, asynchronous=True)
     assert isinstance(other, OtherCluster)
     assert other.kwargs == {"n_workers": 3, "asynchronous": True}
+
+
+def test_clusters_are_refused_when_dask_labextensions_server_extension_is_off() -> None:
+    from remote_jobqueue.lab.handlers import dask_panel_enabled
+
+    def server(**extensions: bool) -> SimpleNamespace:
+        packages = {name: SimpleNamespace(enabled=on) for name, on in extensions.items()}
+        return SimpleNamespace(extension_manager=SimpleNamespace(extensions=packages))
+
+    assert dask_panel_enabled(server(dask_labextension=True))
+    assert not dask_panel_enabled(server(dask_labextension=False))
+    assert not dask_panel_enabled(server(jupyterlab=True))
