@@ -1,15 +1,18 @@
 """The `remote_jobqueue` wheel holds the product only: no development facility in it.
 
-Specification: the wheel built from this checkout has only the package `remote_jobqueue` and
-its metadata; no file path in it contains any of `FORBIDDEN_IN_PATHS`; no file of the package
-names any of `FORBIDDEN_IN_FILES` (the facility's package, its root file system tool, its
-firewall); no module imports `rjq_facility`; and the wheel's entry points name none of it.
+Specification: the wheel built from this checkout has only the package `remote_jobqueue`, its
+metadata and its shared data; no file path in it contains any of `FORBIDDEN_IN_PATHS`; no file
+of the package names any of `FORBIDDEN_IN_FILES` (the facility's package, its root file system
+tool, its firewall); no module imports `rjq_facility`; and the wheel's entry points name none
+of it. Its shared data is JupyterLab's: the prebuilt `remote-jobqueue-lab` extension where
+JupyterLab finds prebuilt extensions, and the config that enables the server extension.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import subprocess
 import sys
 import zipfile
@@ -20,6 +23,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_PATHS = ("facility", "issuer", "debootstrap", "rootfs", "nftables")
 FORBIDDEN_IN_FILES = ("rjq_facility", "debootstrap", "nftables")
+DATA = "remote_jobqueue-0.1.0.data/data/"
+LABEXTENSION = DATA + "share/jupyter/labextensions/remote-jobqueue-lab/"
+SERVER_CONFIG = DATA + "etc/jupyter/jupyter_server_config.d/remote_jobqueue.json"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,8 +53,26 @@ def package_files(whl: zipfile.ZipFile) -> list[str]:
 
 def test_the_wheel_is_the_package_and_its_metadata(wheel: zipfile.ZipFile) -> None:
     tops = {name.split("/")[0] for name in wheel.namelist()}
-    assert tops == {"remote_jobqueue", "remote_jobqueue-0.1.0.dist-info"}
+    assert tops == {
+        "remote_jobqueue",
+        "remote_jobqueue-0.1.0.dist-info",
+        "remote_jobqueue-0.1.0.data",
+    }
     assert "remote_jobqueue/cli.py" in wheel.namelist()
+    assert "remote_jobqueue/lab/handlers.py" in wheel.namelist()
+
+
+def test_the_wheel_installs_the_prebuilt_labextension(wheel: zipfile.ZipFile) -> None:
+    names = wheel.namelist()
+    assert LABEXTENSION + "package.json" in names, "build it: scripts/build-labextension.sh"
+    package = json.loads(wheel.read(LABEXTENSION + "package.json"))
+    assert package["name"] == "remote-jobqueue-lab"
+    assert LABEXTENSION + package["jupyterlab"]["_build"]["load"] in names
+
+
+def test_the_wheel_enables_the_server_extension(wheel: zipfile.ZipFile) -> None:
+    config = json.loads(wheel.read(SERVER_CONFIG))
+    assert config["ServerApp"]["jpserver_extensions"] == {"remote_jobqueue.lab": True}
 
 
 def test_no_path_in_the_wheel_is_of_the_facility(wheel: zipfile.ZipFile) -> None:
