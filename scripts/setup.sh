@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 
 # g++: ROOT's C++ interpreter needs the C/C++ headers and a compiler driver to find them.
 # podman + runc: the images of docker/ are built and run without a Docker engine.
+# chromium: the browser test of the Dask panel (driven by playwright-core, no browser download).
 SYSTEM_PACKAGES=(debootstrap iproute2 nftables xrootd-server xrootd-server-plugins
-                 xrootd-client xrootd-client-plugins curl g++ podman runc)
+                 xrootd-client xrootd-client-plugins curl g++ podman runc chromium)
+# node and npm build the JupyterLab extension and run the browser test; a machine that has
+# none (from NodeSource or elsewhere) gets Debian's.
+command -v npm >/dev/null || SYSTEM_PACKAGES+=(nodejs npm)
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup.sh: run as root (the facility needs podman, networks, routes and namespaces)" >&2
@@ -50,4 +54,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     # its daemons run this checkout's code (pip refuses both forms in one command).
     .venv/bin/pip install -q --no-deps -e ./facility
     echo "$want" > "$stamp"
+fi
+
+# The JupyterLab extension (prebuilt into the package, linked into .venv), and the browser
+# test's playwright-core (it drives Debian's chromium).
+bash scripts/build-labextension.sh
+if [ "$(cat tests/browser/node_modules/.rjq-stamp 2>/dev/null)" != "$(sha256sum < tests/browser/package-lock.json)" ]; then
+    echo "setup.sh: installing the browser test's npm packages" >&2
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    sha256sum < tests/browser/package-lock.json > tests/browser/node_modules/.rjq-stamp
 fi

@@ -84,3 +84,18 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
     if check and done.returncode != 0:
         raise AssertionError(f"podman {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout
+
+
+def panel_server(cfg: FacilityConfig, user: str, home: Path, **factory_kwargs):
+    """A real JupyterLab server of ``user`` (see `tests.lab_server`): their site catalogue, and
+    the Dask panel's NEW making a `RemoteHTCondorCluster` with ``factory_kwargs``."""
+    from tests.lab_server import LabServer
+
+    factory = {
+        "module": "remote_jobqueue",
+        "class": "RemoteHTCondorCluster",
+        "args": [],
+        "kwargs": {"quiet": True, **factory_kwargs},
+    }
+    dask_config = {**lifecycle.client_dask_config(cfg, user), "labextension": {"factory": factory}}
+    return LabServer(home, dask_config)

@@ -18,7 +18,7 @@ import pytest
 
 from remote_jobqueue.clusters import list_clusters
 
-from .lab_server import lab_server
+from .helpers import panel_server
 
 BROWSER = Path(__file__).parents[1] / "browser"
 SHOTS = BROWSER / "screenshots"
@@ -32,7 +32,7 @@ def test_a_user_creates_scales_and_closes_a_cluster_at_t2_a_from_the_dask_panel(
     assert (BROWSER / "node_modules" / "playwright-core").is_dir(), "run scripts/setup.sh"
     SHOTS.mkdir(exist_ok=True)
     before = {info.cluster_id for info in list_clusters()}
-    with lab_server(alice, tmp_path / "lab", {"quiet": "true"}) as lab:
+    with panel_server(facility, "alice", tmp_path) as lab:
         walk = subprocess.run(
             [shutil.which("node") or "node", str(BROWSER / "dask_panel.mjs")],
             env={

@@ -18,7 +18,7 @@ import pytest
 from remote_jobqueue.clusters import list_clusters
 
 from ..waiting import wait_until
-from .lab_server import lab_server
+from .helpers import panel_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,10 +28,9 @@ def _own_clusters() -> set[str]:
 
 
 @pytest.mark.parametrize("site", ["T2_A", "local"])
-def test_the_dask_panel_creates_scales_adapts_and_closes(alice, tmp_path, site):
-    kwargs = {"site": site, "cores": "1", "memory": "1 GiB", "quiet": "true"}
+def test_the_dask_panel_creates_scales_adapts_and_closes(facility, alice, tmp_path, site):
     before = _own_clusters()
-    with lab_server(alice, tmp_path / "lab", kwargs) as lab:
+    with panel_server(facility, "alice", tmp_path, site=site, cores=1, memory="1 GiB") as lab:
         created = lab.request("PUT", "/dask/clusters")
         assert created.status_code == 200, created.text
         model = created.json()

@@ -7,7 +7,8 @@ parses with podman-compose and brings up the facility's topology: a central mana
 
 The product's images (issue 11: ``hub``, ``gateway``, ``lab``) build with the repository root as
 the context and install remote-jobqueue from it, never the facility; the gateway runs as a
-user of its own and reads its host key from a mounted file; the lab has dask-labextension.
+user of its own and reads its host key from a mounted file; the lab has dask-labextension
+and the site picker.
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def test_product_images_install_the_checkout_and_never_the_facility(name: str) -
         if not src.startswith("--")
     ]
     assert {"pyproject.toml", "README.md", "src/"} <= set(sources)
+    # The wheel's own inputs (jupyter-config/: the server extension's config it ships).
+    product = {"pyproject.toml", "README.md", "src/", "jupyter-config/"}
     for src in sources:
-        assert src in {"pyproject.toml", "README.md", "src/"} or src.startswith(f"docker/{name}/")
+        assert src in product or src.startswith(f"docker/{name}/")
         assert (ROOT / src).exists(), src
         assert not dockerignored(src), f"{src} is left out of the build context"
     installs = [args for word, args in steps if word == "RUN" and "pip install" in args]
@@ -133,17 +136,22 @@ def test_the_gateway_image_runs_as_a_user_of_its_own() -> None:
     assert ("ENTRYPOINT", '["/usr/local/bin/rjq-gateway"]') in steps
 
 
-def test_the_lab_image_has_dask_labextension_installed_and_checked() -> None:
+def test_the_lab_image_has_the_dask_panel_and_the_site_picker_installed_and_checked() -> None:
     steps = final_stage(ROOT / "docker" / "lab" / "Dockerfile")
     runs = [args for word, args in steps if word == "RUN"]
-    assert any("pip install" in r and '"dask-labextension' in r for r in runs)
-    assert any(
-        "jupyter labextension list" in r and "dask-labextension .*enabled" in r for r in runs
-    )
-    for package in ("jupyterlab", "coffea"):
-        assert any("pip install" in r and f'"{package}>=' in r for r in runs), package
     extras = next(args for word, args in steps if word == "ARG" and args.startswith("EXTRAS="))
-    assert {"hub", "analysis", "root"} <= set(extras.removeprefix("EXTRAS=").split(","))
+    # lab: JupyterLab, dask-labextension, jupyter-server-proxy, ipywidgets (pyproject.toml).
+    assert {"hub", "analysis", "root", "lab"} <= set(extras.removeprefix("EXTRAS=").split(","))
+    assert any("pip install" in r and '"coffea>=' in r for r in runs)
+    checks = " ".join(r for r in runs if "extension list" in r)
+    for enabled in (
+        'labextension list 2>&1 | grep -E "dask-labextension .*enabled',
+        'labextension list 2>&1 | grep -E "remote-jobqueue-lab .*enabled',
+        'server extension list 2>&1 | grep -E "dask_labextension .*enabled',
+        'server extension list 2>&1 | grep -E "remote_jobqueue.lab .*enabled',
+    ):
+        assert enabled in checks, enabled
+    assert ("COPY", "jupyter-config/ /tmp/remote-jobqueue/jupyter-config/") in steps
     assert ("CMD", '["jupyterhub-singleuser"]') in steps
 
 

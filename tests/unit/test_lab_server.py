@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from ..lab_server import LabServer
 from ..waiting import wait_until
-from .lab_server import LabServer
 
 pytestmark = pytest.mark.timeout(240)
 

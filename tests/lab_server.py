@@ -1,6 +1,9 @@
-"""A real `jupyter server` for unit tests: a subprocess on a free loopback port with a token,
-dask-labextension's and remote_jobqueue.lab's server extensions on, and a Dask config of its own
-(the site catalogue the test gives it), isolated from the caller's Jupyter and Dask settings."""
+"""A real `jupyter server`, as the users' JupyterLab runs it: a subprocess on a free loopback
+port with a token (in its environment, never on its command line), JupyterLab,
+dask-labextension's and remote_jobqueue.lab's server extensions on, and a Dask config of its
+own (what the test gives it: a site catalogue, the Dask panel's factory), isolated from the
+caller's Jupyter and Dask settings. Unit tests give it fake sites; integration tests a facility
+user's catalogue, and a browser."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import psutil
 import requests
 import yaml
 
-EXTENSIONS = {"dask_labextension": True, "remote_jobqueue.lab": True}
+EXTENSIONS = {"jupyterlab": True, "dask_labextension": True, "remote_jobqueue.lab": True}
 #: Settings the caller's environment must not slip into the server's Dask config.
 DASK_PREFIXES = ("DASK_REMOTE_JOBQUEUE__", "DASK_LABEXTENSION__")
 
@@ -49,6 +52,7 @@ class LabServer:
             JUPYTER_DATA_DIR=str(home / "data"),
             JUPYTER_RUNTIME_DIR=str(home / "runtime"),
             DASK_CONFIG=str(dask_dir),
+            JUPYTER_TOKEN=self.token,
         )
         self.log = home / "server.log"
         with self.log.open("wb") as log:
@@ -63,7 +67,6 @@ class LabServer:
                     f"--ServerApp.port={self.port}",
                     "--ServerApp.port_retries=0",
                     f"--ServerApp.root_dir={home / 'root'}",
-                    f"--IdentityProvider.token={self.token}",
                 ],
                 env=env,
                 stdout=log,
@@ -106,6 +109,12 @@ class LabServer:
             return psutil.Process(self.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+
+    def __enter__(self) -> LabServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.process.poll() is None:
