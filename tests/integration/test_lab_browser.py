@@ -55,7 +55,7 @@ def test_a_user_creates_scales_and_closes_a_cluster_at_t2_a_from_the_dask_panel(
     assert steps["create dialog"]["options"][0].startswith("HTCondor (random site)")
     assert any(option.startswith("HTCondor-T2_A") for option in steps["create dialog"]["options"])
     assert steps["create dialog"]["options"][-1] == "Local"
-    assert steps["cluster listed"]["title"].startswith("RemoteHTCondorCluster")
+    assert steps["cluster listed"]["title"].startswith("HTCondor-T2_A (rjq-")
     assert "Number of Workers: 2" in steps["workers appeared"]["stats"]
     assert "cluster closed" in steps
     assert (SHOTS / "dask-panel-workers.png").read_bytes()[:4] == b"\x89PNG"
