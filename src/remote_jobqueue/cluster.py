@@ -707,6 +707,21 @@ class RemoteHTCondorCluster(Cluster):
             f"status={state!r})"
         )
 
+    def _widget(self):
+        """The live notebook view (`widget.py`: site, jobs and their states, hold reasons, scale
+        and adapt controls), cached as `distributed`'s is; None without ipywidgets."""
+        try:
+            return self._cached_widget
+        except AttributeError:
+            pass
+        try:
+            from .widget import cluster_widget
+        except ImportError:  # ipywidgets comes with the lab extra
+            self._cached_widget = None
+            return None
+        self._cached_widget = cluster_widget(self)
+        return self._cached_widget
+
     def _repr_html_(self, cluster_status: Any = None) -> str:
         rows = {
             "Site": self.site.display_name,
