@@ -59,7 +59,7 @@ def containers():
         podman("rm", "--force", "--time", "2", "--ignore", *names, check=False)
 
 
-def test_the_lab_image_holds_the_analysis_stack_and_the_dask_panel(built):
+def test_the_lab_image_holds_the_analysis_stack_the_dask_panel_and_the_site_picker(built):
     code = (
         "import remote_jobqueue, coffea, uproot, awkward, dask_labextension, ROOT, sys;"
         "print(sys.version_info[:2], ROOT.gROOT.GetVersion())"
@@ -70,10 +70,12 @@ def test_the_lab_image_holds_the_analysis_stack_and_the_dask_panel(built):
                         "list", check=False)  # fmt: skip
     uid = podman("run", "--rm", "--network=none", built["lab"], "id", "-u").strip()
     assert uid == "1000"
-    assert "dask-labextension" in extensions or "dask-labextension" in podman(
+    listed = extensions + podman(
         "run", "--rm", "--network=none", built["lab"], "sh", "-c",
-        "jupyter labextension list 2>&1",
+        "jupyter labextension list 2>&1; jupyter server extension list 2>&1",
     )  # fmt: skip
+    for extension in ("dask-labextension", "remote-jobqueue-lab", "remote_jobqueue.lab"):
+        assert extension in listed, extension
 
 
 def test_the_gateway_image_carries_a_sites_bundle_and_a_users_tunnel(
