@@ -36,6 +36,7 @@ from .errors import (
     ClusterLost,
     ClusterNotFound,
     GatewayError,
+    ImpossibleResources,
     RemoteJobqueueError,
     StartTimeout,
 )
@@ -157,6 +158,11 @@ class RemoteHTCondorCluster(Cluster):
         self.n_workers = n_workers
         self.resident_worker = bool(settings["resident-worker"]) and not self.site.is_local
         self.token_file = settings["token-file"]
+        if not shutdown_on_close and self.site.is_local:
+            raise RemoteJobqueueError(
+                'shutdown_on_close=False needs a remote site: a site="local" cluster is '
+                "processes of this machine, and nothing could attach to them again"
+            )
         if not self.site.is_local and not self.gateway:
             raise RemoteJobqueueError(
                 f"site {self.site.name} has no gateway configured: set remote-jobqueue.gateway "
@@ -330,7 +336,9 @@ class RemoteHTCondorCluster(Cluster):
         if not tail:
             return err
         text = "\n".join(tail)
-        return type(err)(f"{err}\nthe end of its stderr:\n{text}")
+        detailed = type(err)(f"{err}\nthe end of its stderr:\n{text}")
+        detailed.__cause__ = err
+        return detailed
 
     @property
     def _connection_args(self) -> dict[str, Any]:
@@ -360,8 +368,33 @@ class RemoteHTCondorCluster(Cluster):
             )
         return token
 
-    async def _start_remote(self) -> str:
+    async def _check_fits(self) -> None:
+        """Impossible resources fail here, before anything is submitted; ``random`` keeps only
+        the sites that can run the cluster's jobs (or fails if none can)."""
+        import dataclasses
+
         from .capacity import check_fits
+
+        resources = self.bundle_spec().scheduler_resources()
+        if not self.site.is_random:
+            await check_fits(self.site, self.worker_spec, resources)
+            return
+        candidates = self.site.candidates
+        checks = [check_fits(site, self.worker_spec, resources) for site in candidates]
+        results = await asyncio.gather(*checks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ImpossibleResources):
+                raise result
+        fitting = [site for site, r in zip(candidates, results, strict=True) if r is None]
+        if not fitting:
+            raise next(r for r in results if isinstance(r, ImpossibleResources))
+        if len(fitting) < len(candidates):
+            self.site = sites.random_among(fitting)
+            self.worker_spec = dataclasses.replace(
+                self.worker_spec, requirements=self.site.requirements
+            )
+
+    async def _start_remote(self) -> str:
         from .scheduler_job import SchedulerJob
 
         self.progress.update("checking the site")
@@ -369,10 +402,7 @@ class RemoteHTCondorCluster(Cluster):
         self._bundle_token = bearer
         # The tunnel claims the cluster's name at the gateway before the job (and so the name)
         # shows in the queue; both checks run at once.
-        await asyncio.gather(
-            check_fits(self.site, self.worker_spec, self.bundle_spec().scheduler_resources()),
-            self._start_tunnel(),
-        )
+        await asyncio.gather(self._check_fits(), self._start_tunnel())
         inputs = self._write_inputs(bearer)
         desc = {**self.scheduler_job_description(), "initialdir": str(inputs)}
         self.scheduler_job = SchedulerJob(self.site, desc, self.cluster_id)
@@ -386,7 +416,9 @@ class RemoteHTCondorCluster(Cluster):
         await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
         return await self._reach_scheduler(deadline)
 
-    async def _start_tunnel(self) -> None:
+    async def _start_tunnel(self, claim: bool = True) -> None:
+        """The tunnel to the cluster's ports; ``claim``: take its name at the gateway first
+        (the cluster's maker does, before the job shows in the queue; an attach does not)."""
         from .gateway.tunnel import Tunnel
 
         self.progress.update("connecting to the gateway", self.gateway)
@@ -396,7 +428,7 @@ class RemoteHTCondorCluster(Cluster):
             token_source=self._bearer_token,
             cluster_id=self.cluster_id,
             services=(SCHEDULER_PORT, DASHBOARD_PORT),
-            claim_secret=self._claim_secret,
+            claim_secret=self._claim_secret if claim else "",
         )
         try:
             await self._tunnel.start()
@@ -444,21 +476,17 @@ class RemoteHTCondorCluster(Cluster):
         self.scheduler_job = await SchedulerJob.running(
             self.site, info.scheduler_job, self.cluster_id
         )
-        from .gateway.tunnel import Tunnel
+        await self._start_tunnel(claim=False)
+        schedd, job_id = self.scheduler_job.schedd, info.scheduler_job
 
-        self.progress.update("connecting to the gateway", self.gateway)
-        self._tunnel = Tunnel(
-            gateway=self.gateway,
-            known_host_key=self.gateway_host_key,
-            token_source=self._bearer_token,
-            cluster_id=self.cluster_id,
-            services=(SCHEDULER_PORT, DASHBOARD_PORT),
-        )
+        async def write_challenge(attribute: str, value: str) -> None:
+            # Only the job's owner may edit its ad: the proof the bundle asks for.
+            await asyncio.to_thread(schedd.edit, [job_id], attribute, json.dumps(value))
+
         try:
-            await self._tunnel.start()
-            reader, writer = await self._tunnel._open(CREDENTIALS_PORT)
+            reader, writer = await self._tunnel.open(CREDENTIALS_PORT)
             try:
-                pair = await fetch_pair(reader)
+                pair = await fetch_pair(reader, writer, write_challenge)
             finally:
                 writer.close()
         except Exception as err:
@@ -487,6 +515,7 @@ class RemoteHTCondorCluster(Cluster):
 
             self.worker_spec = WorkerSpec.from_json(info["worker"])
             self.lease = float(info["lease"])
+            self.idle_timeout = float(info.get("idle_timeout") or self.idle_timeout)
 
     async def _start_local(self) -> str:
         self.progress.update("starting the bundle as local processes")
@@ -583,12 +612,12 @@ class RemoteHTCondorCluster(Cluster):
         return False
 
     async def _mark_lost(self, reason: str) -> None:
-        if self.scheduler_job is not None and self._inputs is not None:
-            self.crash_output = await self.scheduler_job.fetch_output(str(self._inputs))
         self.lost = reason
         logger.error("cluster %s lost: %s", self.cluster_id, reason)
         self._log(f"lost: {reason}")
         self.status = Status.failed
+        if self.scheduler_job is not None and self._inputs is not None:
+            self.crash_output = await self.scheduler_job.fetch_output(str(self._inputs))
         with contextlib.suppress(Exception):
             if self._watch_worker_status_comm:
                 await self._watch_worker_status_comm.close()
@@ -693,9 +722,14 @@ class RemoteHTCondorCluster(Cluster):
 
     @property
     def dashboard_link(self) -> str:
+        """The local end of the dashboard's tunnel, formatted by ``distributed.dashboard.link``
+        (so a JupyterHub user's ``{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status`` works)."""
+        from distributed.utils import format_dashboard_link
+
         if not self._local_dashboard:
             return ""
-        return f"http://{self._local_dashboard}/status"
+        host, port = self._local_dashboard.rsplit(":", 1)
+        return format_dashboard_link(host, int(port))
 
     def __repr__(self) -> str:
         workers = self.scheduler_info.get("workers", {})
@@ -779,10 +813,12 @@ class RemoteHTCondorCluster(Cluster):
         asynchronous: bool = False,
         loop: Any = None,
         quiet: bool = False,
+        **settings: Any,
     ) -> RemoteHTCondorCluster:
         """Attach to your running cluster ``cluster_id`` (one made with
         ``shutdown_on_close=False``), from any process; `close()` then detaches again unless
-        ``shutdown_on_close``, and `shutdown()` ends it."""
+        ``shutdown_on_close``, and `shutdown()` ends it. ``settings`` (``gateway``,
+        ``token_file``, …) are those of the constructor."""
         found = [info for info in cls.list(site) if info.cluster_id == cluster_id]
         if not found:
             raise ClusterNotFound(
@@ -797,6 +833,7 @@ class RemoteHTCondorCluster(Cluster):
             loop=loop,
             quiet=quiet,
             _attach=found[0],
+            **settings,
         )
 
     def shutdown(self):

@@ -93,14 +93,26 @@ def random_site(sites: dict[str, SiteSpec]) -> SiteSpec:
     remote = [spec for name, spec in sorted(sites.items()) if not spec.is_local]
     if not remote:
         raise UnknownSite(RANDOM, list(sites))
+    return random_among(remote)
+
+
+def random_among(candidates: list[SiteSpec]) -> SiteSpec:
+    """``random`` over ``candidates``: they must share one submission, and each must say by
+    its requirements which machines are its own (else the job could land anywhere)."""
     shared = {}
     for key in _SHARED:
-        values = {getattr(spec, key) for spec in remote}
+        values = {getattr(spec, key) for spec in candidates}
         if len(values) > 1:
             raise RemoteJobqueueError(
                 f'site="random" needs sites that share one {key.replace("_", "-")}, and '
-                f"{', '.join(s.name for s in remote)} do not: name a site instead"
+                f"{', '.join(s.name for s in candidates)} do not: name a site instead"
             )
         shared[key] = values.pop()
-    anywhere = " || ".join(f"({spec.requirements or 'true'})" for spec in remote)
-    return SiteSpec(RANDOM, requirements=anywhere, candidates=tuple(remote), **shared)
+    unbounded = [spec.name for spec in candidates if not spec.requirements]
+    if unbounded:
+        raise RemoteJobqueueError(
+            f'site="random" needs every site to have requirements, and {", ".join(unbounded)} '
+            "has none: its jobs could run on any machine of the pool"
+        )
+    anywhere = " || ".join(f"({spec.requirements})" for spec in candidates)
+    return SiteSpec(RANDOM, requirements=anywhere, candidates=tuple(candidates), **shared)

@@ -2,7 +2,7 @@
 lab`) drives our clusters as it drives a `LocalCluster`.
 
 Specification, for a cluster at `T2_A` and for `Local`:
-- `PUT /dask/clusters` creates one; its model names its dashboard;
+- `PUT /dask/clusters` creates one; its model names its dashboard, which the server proxies;
 - `PATCH` with ``workers: 2`` scales it, and the model then shows 2 workers, their cores and
   memory;
 - `PATCH` with ``adapt: {minimum: 0, maximum: 3}`` makes it adaptive, the model shows the bounds;
@@ -38,6 +38,9 @@ def test_the_dask_panel_creates_scales_adapts_and_closes(facility, alice, tmp_pa
         assert model["name"] == "RemoteHTCondorCluster 1"
         assert model["dashboard_link"].startswith("http://127.0.0.1:")
         assert model["workers"] == 0
+        # The dashboard, proxied by the server as the panel's plots are.
+        plots = lab.request("GET", f"/dask/dashboard/{model['id']}/individual-plots.json")
+        assert plots.status_code == 200 and "Task Stream" in " ".join(plots.json())
 
         scaled = lab.request("PATCH", cluster, json={"workers": 2})
         assert scaled.status_code == 200, scaled.text

@@ -13,8 +13,10 @@ Specification:
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncssh
@@ -41,12 +43,19 @@ def jobs_of(facility, cluster_id: str, attrs=("RjqRole",)) -> list:
 
 def test_a_detached_cluster_is_attached_from_another_process_and_shut_down_there(facility, alice):
     cluster = RemoteHTCondorCluster(
-        site="T2_A", cores=1, memory="1 GiB", n_workers=1, shutdown_on_close=False, quiet=True
+        site="T2_A",
+        cores=1,
+        memory="1 GiB",
+        n_workers=1,
+        shutdown_on_close=False,
+        lease=3,
+        quiet=True,
     )
     cluster_id = cluster.cluster_id
     try:
         cluster.close()
         assert cluster.status.name == "closed"
+        time.sleep(8)  # well past the lease: a detached cluster is not bound by it
         assert [info.cluster_id for info in RemoteHTCondorCluster.list()].count(cluster_id) == 1
         attached = run_as(
             facility,
@@ -104,6 +113,11 @@ def test_another_user_can_neither_find_nor_open_a_detached_cluster(facility, ali
             assert (
                 refused.reason == f"no cluster {cluster_id!r} with port {port} registered for you"
             )
+        # Alice's own login for the gateway alone (no schedd audience) reaches the port, but
+        # cannot write the bundle's challenge into the job's ad: no pair.
+        gateway_only = issuer.password_grant(facility, "alice", audience=GATEWAY_AUDIENCE)
+        refusal = asyncio.run(_attach_without_the_schedd(facility, gateway_only, cluster_id))
+        assert refusal == {"refused": "the challenge is not in the scheduler job's ad"}
         # Alice herself, attached: the cluster is intact.
         again = RemoteHTCondorCluster.from_name(cluster_id, quiet=True)
         assert again.site.name == "T2_A"
@@ -111,6 +125,37 @@ def test_another_user_can_neither_find_nor_open_a_detached_cluster(facility, ali
         wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
     finally:
         _stop_if_left(cluster_id)
+
+
+async def _attach_without_the_schedd(facility, token: dict, cluster_id: str) -> dict:
+    """The credentials port as a gateway-only login sees it: take the challenge, skip the
+    schedd, ask anyway; the bundle's answer."""
+    from remote_jobqueue.gateway.hostkeys import load_host_keys
+    from remote_jobqueue.gateway.tunnel import connect_gateway
+    from rjq_facility import gateway_service
+
+    keys = load_host_keys(gateway_service.public_host_key(facility))
+    conn = await connect_gateway(facility.gateway, keys, token["access_token"])
+    try:
+        reader, writer = await conn.open_connection(cluster_id, 8788)
+        hello = json.loads(await reader.readline())
+        assert hello["attribute"] == "RjqAttachChallenge"
+        writer.write(b'{"written": true}\n')
+        return json.loads(await reader.readline())
+    finally:
+        conn.close()
+
+
+@pytest.mark.security
+def test_a_cluster_that_shuts_down_on_close_offers_no_tls_pair_even_to_its_owner(facility, alice):
+    with RemoteHTCondorCluster(site="T2_LOCAL", resident_worker=False, quiet=True) as cluster:
+        token = issuer.password_grant(facility, "alice", audience=GATEWAY_AUDIENCE)
+        refused = asyncio.run(
+            gateway_refusal(facility, token["access_token"], cluster.cluster_id, 8788)
+        )
+        assert refused.reason == (
+            f"no cluster {cluster.cluster_id!r} with port 8788 registered for you"
+        )
 
 
 def test_from_name_of_an_unknown_cluster_says_how_to_list_yours(facility, alice):
@@ -174,6 +219,10 @@ def test_a_crashed_scheduler_jobs_stdout_and_stderr_are_in_its_logs(facility, al
         wait_until(lambda: cluster.lost, 60, "the client notices the crash")
         logs = cluster.get_logs(cluster=False, workers=False)
         assert "scheduler at tls://" in logs["Scheduler job stderr"]
+        # What came back from the spool: its output and its spec, none of its secrets.
+        fetched = {path.name for path in cluster._inputs.iterdir()}
+        assert {"scheduler.out", "scheduler.err", "bundle.json"} <= fetched
+        assert not fetched & {"bearer-token", "cluster-secret", "tls-key.pem"}
         with pytest.raises(ClusterLost):
             cluster.scale(1)
     finally:

@@ -43,8 +43,22 @@ def test_random_leaves_the_choice_to_htcondor_among_the_remote_sites():
     assert random_site.schedd == "s" and random_site.display_name == "HTCondor (random site)"
 
 
+def test_random_refuses_a_site_without_requirements():
+    catalogue = {"T2_A": {"requirements": "A"}, "T2_B": {}}
+    with (
+        dask.config.set({"remote-jobqueue.sites": catalogue}),
+        pytest.raises(RemoteJobqueueError, match="T2_B has none"),
+    ):
+        sites.resolve("random")
+
+
+def test_a_detached_local_cluster_is_refused_at_once():
+    with pytest.raises(RemoteJobqueueError, match="needs a remote site"):
+        RemoteHTCondorCluster(site="local", shutdown_on_close=False)
+
+
 def test_random_refuses_sites_that_cannot_share_one_submission():
-    catalogue = {"T2_A": {"schedd": "a"}, "T2_B": {"schedd": "b"}}
+    catalogue = {"T2_A": {"schedd": "a", "requirements": "A"}, "T2_B": {"schedd": "b"}}
     with (
         dask.config.set({"remote-jobqueue.sites": catalogue}),
         pytest.raises(RemoteJobqueueError, match="share one schedd"),

@@ -151,10 +151,9 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         if dashboard:
             services[DASHBOARD_PORT] = str(dashboard)
         if spec.idle_timeout is not None and spec.worker.tls:
-            from .credentials import CredentialsServer
-
-            credentials = CredentialsServer(scratch, scratch / TLS_CERT, scratch / TLS_KEY)
-            services[CREDENTIALS_PORT] = await credentials.start()
+            credentials = credentials_server(spec, scratch)
+            if credentials is not None:
+                services[CREDENTIALS_PORT] = await credentials.start()
         forwarder = ReverseForwarder(
             gateway=spec.gateway,
             known_host_key=spec.gateway_host_key,
@@ -193,6 +192,31 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         await credentials.close()
     logger.info("bundle done: %s", agent.close_reason or "scheduler closed")
     return 0
+
+
+def credentials_server(spec: BundleSpec, scratch: Path):
+    """A detachable cluster's TLS pair, for a caller who proves at the schedd that it owns
+    our job (see `credentials.py`); None if we cannot tell which job we are."""
+    from .. import schedd as sched
+    from .credentials import CHALLENGE_ATTRIBUTE, CredentialsServer, own_job_id
+
+    job_id = own_job_id(Path(os.environ.get("_CONDOR_JOB_AD", scratch / ".job.ad")))
+    if job_id is None:
+        logger.warning("no job ad: this cluster cannot be attached to from another process")
+        return None
+    cluster, proc = job_id.split(".")
+
+    def query() -> str | None:
+        schedd = sched.locate(spec.collector, spec.schedd)
+        constraint = f"ClusterId == {cluster} && ProcId == {proc}"
+        ads = schedd.query(constraint, projection=[CHALLENGE_ATTRIBUTE])
+        value = ads[0].get(CHALLENGE_ATTRIBUTE) if ads else None
+        return None if value is None else str(value)
+
+    async def read_challenge() -> str | None:
+        return await asyncio.to_thread(query)
+
+    return CredentialsServer(scratch, scratch / TLS_CERT, scratch / TLS_KEY, read_challenge)
 
 
 def scheduler_security(spec: BundleSpec, scratch: Path):

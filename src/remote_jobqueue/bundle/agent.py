@@ -194,14 +194,26 @@ class SiteAgent:
 
     # The lease ------------------------------------------------------------------------
     def _busy(self) -> bool:
-        """Work in flight, or a Dask client connected (other than the scheduler's own)."""
+        """A Dask client connected (other than the scheduler's own), or work in flight."""
         scheduler = self.scheduler
-        clients = [c for c in scheduler.clients if c != "fire-and-forget"]
-        working = any(
-            ts.state not in ("memory", "released", "forgotten", "erred")
-            for ts in scheduler.tasks.values()
-        )
-        return bool(clients) or working
+        if any(client != "fire-and-forget" for client in scheduler.clients):
+            return True
+        if getattr(scheduler, "queued", None) or getattr(scheduler, "unrunnable", None):
+            return True
+        return any(ws.processing for ws in scheduler.workers.values())
+
+    def _token_expired(self) -> bool:
+        """Has our bearer token run out? Nobody renews it while no client is attached, and
+        without it the bundle can neither keep its gateway login nor submit workers."""
+        from ..tokens import TokenError, token_claims_unverified
+
+        if self.token_file is None:
+            return False
+        try:
+            claims = token_claims_unverified(self.token_file.read_text())
+        except (TokenError, OSError, ValueError):
+            return False
+        return float(claims.get("exp", float("inf"))) < time.time()
 
     async def _keep_lease(self) -> None:
         while not self.closing.is_set():
@@ -219,6 +231,11 @@ class SiteAgent:
                 if idle > self.idle_timeout:
                     await self.shutdown(
                         f"idle timeout: no client and no work for {self.idle_timeout:.0f} s"
+                    )
+                    return
+                if now - self.last_heartbeat > self.lease and self._token_expired():
+                    await self.shutdown(
+                        "the bearer token expired and no attached client renewed it"
                     )
                     return
             with contextlib.suppress(TimeoutError):

@@ -641,6 +641,10 @@ class Tunnel(GatewayLink):
                 await asyncio.wait_for(self.connected.wait(), remaining)
         return None
 
+    async def open(self, port: int) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
+        """A channel of our own to the cluster's ``port`` (not through a local port)."""
+        return await self._open(port)
+
     async def _open(self, port: int) -> tuple[asyncssh.SSHReader[bytes], asyncssh.SSHWriter[bytes]]:
         """A channel to the cluster's ``port``, retried until ``connect_wait`` runs out.
 
