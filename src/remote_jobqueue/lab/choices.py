@@ -14,7 +14,6 @@ from ..capacity import free_cores
 
 logger = logging.getLogger("remote_jobqueue")
 
-RANDOM_LABEL = "HTCondor (random site)"
 #: A collector that does not answer in this time is shown as unknown: the dialog must open.
 FREE_CORES_TIMEOUT = 5.0
 
@@ -42,7 +41,7 @@ async def site_choices() -> dict[str, Any]:
     entries: list[dict[str, Any]] = []
     if remote:
         entries.append(
-            {"value": sites.RANDOM, "label": RANDOM_LABEL, "free_cores": _random_free(free)}
+            {"value": sites.RANDOM, "label": sites.RANDOM_LABEL, "free_cores": _random_free(free)}
         )
     entries += [
         {"value": s.name, "label": s.display_name, "free_cores": n}

@@ -100,13 +100,26 @@ async def start_cluster(kwargs: dict[str, Any]) -> dict[str, Any]:
     ours = {"module": __name__, "class": "claim", "args": [], "kwargs": {"previous": previous}}
     dask.config.set({FACTORY: ours})
     try:
-        return await manager.start_cluster(configuration=pending.configuration)
+        model = await manager.start_cluster(configuration=pending.configuration)
+        return _named_where_it_runs(model, pending.made)
     except BaseException:
         await _close_unregistered(pending.made)
         raise
     finally:
         _restore(previous)  # if the manager failed before it called the factory
         _pending.reset(token)
+
+
+def _named_where_it_runs(model: dict[str, Any], made: list[Any]) -> dict[str, Any]:
+    """A ``random`` cluster knows its site only once it runs: name it by that site then (the
+    manager keeps names in a private table; without it the first name stays)."""
+    names = getattr(manager, "_cluster_names", None)
+    if not made or not isinstance(names, dict) or model["id"] not in names:
+        return model
+    cluster = made[0]
+    name = f"{cluster.site.display_name} ({cluster.name})"
+    names[model["id"]] = model["name"] = name
+    return model
 
 
 async def _close_unregistered(clusters: list[Any]) -> None:
