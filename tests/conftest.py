@@ -39,6 +39,7 @@ def client_log() -> None:
     root.setLevel(levels[0])
     ours.setLevel(levels[1])
     handler.close()
+    CLIENT_LOG.unlink(missing_ok=True)
 
 
 def _facility_running(cfg: FacilityConfig) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+import os
 from pathlib import Path
 
 from rjq_facility import issuer
@@ -18,7 +19,9 @@ from rjq_facility.config import FacilityConfig
 #: The secrets tests handled beyond the issuer's own tokens.
 _REMEMBERED: set[str] = set()
 #: The client side's log (every logger, DEBUG), written by the session's handler.
-CLIENT_LOG = Path("/tmp/remote-jobqueue-test-client.log")
+#: One per test session (by the pytest process's pid): two sessions on one machine must not
+#: clobber each other's log, which the leak check searches.
+CLIENT_LOG = Path(f"/tmp/remote-jobqueue-test-client-{os.getpid()}.log")
 #: Anything that looks like a JWT or a private key: none should be in a log line or a job ad,
 #: ours or not.
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import stat
 import subprocess
 import sys
 import textwrap
@@ -205,9 +206,13 @@ def test_another_user_cannot_use_a_tunnels_local_ports(remote_cluster):
 
 
 def test_the_clients_copy_of_the_secrets_is_gone_once_the_schedd_has_them(remote_cluster):
-    assert remote_cluster._inputs is None
-    leftovers = [p for p in Path("/tmp").glob(f"{remote_cluster.cluster_id}-*")]
-    assert leftovers == []
+    # The submit directory stays, 0700, for the job's output should it crash; its secrets
+    # (token, claim secret, TLS key) went as soon as the schedd had spooled them.
+    inputs = remote_cluster._inputs
+    assert [p for p in Path("/tmp").glob(f"{remote_cluster.cluster_id}-*")] == [inputs]
+    assert stat.S_IMODE(inputs.stat().st_mode) == 0o700
+    left = {path.name for path in inputs.iterdir()}
+    assert left == {"bundle.json", "condor-ca.pem", "tls-cert.pem"}, left
 
 
 def test_a_renewed_token_that_is_not_the_owners_is_not_taken_by_the_bundle(
