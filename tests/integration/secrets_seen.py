@@ -8,9 +8,9 @@ tests add the other secrets they handle (Hub API tokens, cluster secrets, forged
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
-import os
 from pathlib import Path
 
 from rjq_facility import issuer
