@@ -21,6 +21,18 @@ from remote_jobqueue import tokens
 from rjq_facility import issuer
 
 CLIENT = issuer.PUBLIC_CLIENT
+#: One RSA key for every issuer of the session: making one takes most of a second.
+_signing_key: bytes | None = None
+
+
+def _make_state(state_dir: Path, url: str) -> None:
+    global _signing_key
+    key_path = issuer.issuer_dir(state_dir) / "signing-key.pem"
+    if _signing_key is not None:
+        key_path.parent.mkdir(parents=True, mode=0o700)
+        tokens.write_private_file(key_path, _signing_key)
+    issuer.ensure_state(state_dir, ["alice", "bob"], url)
+    _signing_key = key_path.read_bytes()
 
 
 class ServedIssuer:
@@ -29,7 +41,7 @@ class ServedIssuer:
     def __init__(self, state_dir: Path, **settings: Any) -> None:
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
         self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
-        issuer.ensure_state(state_dir, ["alice", "bob"], self.url)
+        _make_state(state_dir, self.url)
         self.skew = 0.0
         self.issuer = issuer.Issuer(state_dir, self.url, clock=self.clock, **settings)
         self.loop = asyncio.new_event_loop()
@@ -103,6 +115,10 @@ class ServedIssuer:
         return True
 
     def close(self) -> None:
+        """Stop serving (the port refuses connections from now on); again is a no-op."""
+        if self.loop.is_closed():
+            return
+
         def stop() -> None:
             self.server.stop()
             self.loop.stop()
