@@ -36,7 +36,7 @@ from . import tokens
 
 log = logging.getLogger(__name__)
 
-DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+DEVICE_CODE_GRANT = tokens.DEVICE_CODE_GRANT
 DEFAULT_CLIENT_ID = "remote-jobqueue"
 #: RFC 8628 §3.2/§3.5: the interval when the issuer names none, and what slow_down adds to it.
 DEFAULT_INTERVAL = 5.0

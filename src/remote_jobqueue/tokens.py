@@ -37,6 +37,8 @@ WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 #: RFC 8693 names.
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: RFC 8628 (`remote-jobqueue login`).
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class TokenError(Exception):

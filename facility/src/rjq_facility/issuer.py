@@ -64,7 +64,7 @@ MAX_LIFETIME = 30 * 86400
 CODE_LIFETIME = 120
 ALL_GRANTS = ["password", "refresh_token", "authorization_code", tokens.TOKEN_EXCHANGE_GRANT]
 #: RFC 8628: for clients without a browser of their own (a laptop's terminal); public client only.
-DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+DEVICE_CODE_GRANT = tokens.DEVICE_CODE_GRANT
 PUBLIC_GRANTS = [*ALL_GRANTS, DEVICE_CODE_GRANT]
 DEVICE_CODE_LIFETIME = 600
 MAX_DEVICE_CODE_LIFETIME = 3600
