@@ -104,18 +104,24 @@ class LoginRecord:
     token_sha256: str
     scope: str | None = None
     audience: list[str] = field(default_factory=list)
+    #: When the access token expires, by the token response (for tokens that are no JWT).
+    expires_at: float | None = None
 
 
 def _sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _remaining(token: str) -> float:
-    """Seconds the token is good for, by its own ``exp`` (unverified: only to decide a renewal)."""
+def _remaining(token: str, record: LoginRecord) -> float:
+    """Seconds the token is good for, by its own ``exp`` (unverified: only to decide a
+    renewal), else by the token response; unknown: as good as forever (no renewal storms)."""
     try:
-        return float(tokens.token_claims_unverified(token).get("exp", 0)) - time.time()
-    except (tokens.TokenError, TypeError, ValueError):
-        return 0.0
+        exp = tokens.token_claims_unverified(token).get("exp")
+    except tokens.TokenError:
+        exp = None
+    if not isinstance(exp, int | float):
+        exp = record.expires_at
+    return float("inf") if exp is None else float(exp) - time.time()
 
 
 def _private_dir(path: Path, uid: int) -> Path:
@@ -188,7 +194,13 @@ def _save(
         tokens.write_private_file(store.refresh_file, refresh)
     else:
         store.refresh_file.unlink(missing_ok=True)  # one of an earlier login would not match
-    record = dataclasses.replace(record, token_file=str(target), token_sha256=_sha256(access))
+    lifetime = response.get("expires_in")
+    record = dataclasses.replace(
+        record,
+        token_file=str(target),
+        token_sha256=_sha256(access),
+        expires_at=time.time() + lifetime if isinstance(lifetime, int | float) else None,
+    )
     text = json.dumps(dataclasses.asdict(record), indent=2) + "\n"
     tokens.write_private_file(store.record_file, text)
     return target
@@ -239,8 +251,8 @@ def login(
         doc["token_endpoint"],
         device_code,
         client_id,
-        interval=float(start.get("interval") or DEFAULT_INTERVAL),
-        expires_in=float(start.get("expires_in") or 600),
+        interval=float(start.get("interval", DEFAULT_INTERVAL)),
+        expires_in=float(start.get("expires_in", 600)),
         sleep=sleep,
         clock=clock,
         timeout=timeout,
@@ -317,7 +329,7 @@ def refresh_if_needed(
         if found is not None:
             if found.path != written or _sha256(found.token) != record.token_sha256:
                 return None  # discovery reads a token login did not write: not ours
-            if _remaining(found.token) >= min_valid:
+            if _remaining(found.token, record) >= min_valid:
                 return written
         target = written if found is not None else store.token_file
         refresh = _stored_refresh_token(store)

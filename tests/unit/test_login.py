@@ -13,11 +13,13 @@ and deletes both files; with nothing stored it says so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -346,6 +348,29 @@ def test_a_token_a_new_session_lost_is_written_again(served: ServedIssuer, tmp_p
     path.unlink()  # the runtime directory is emptied at the end of a session
     assert refresh(120, store=alice) == path
     assert claims(path)["preferred_username"] == "alice"
+
+
+@pytest.mark.parametrize(("left", "renewed"), [(3600, False), (30, True)])
+def test_a_token_that_is_no_jwt_is_renewed_by_the_lifetime_the_issuer_gave(
+    tmp_path: Path, left: float, renewed: bool
+) -> None:
+    alice = user(tmp_path, "alice")
+    alice.config_dir.mkdir(parents=True, mode=0o700)
+    tokens.write_token_file(alice.token_file, "opaque-access-token")
+    tokens.write_private_file(alice.refresh_file, "opaque-refresh-token")
+    record = {
+        "issuer": "http://127.0.0.1:1",  # nobody: asking it fails
+        "client_id": CLIENT,
+        "token_file": str(alice.token_file),
+        "token_sha256": hashlib.sha256(b"opaque-access-token").hexdigest(),
+        "expires_at": time.time() + left,
+    }
+    tokens.write_private_file(alice.record_file, json.dumps(record))
+    if renewed:
+        with pytest.raises(tokens.IssuerUnavailable):
+            refresh(120, store=alice, timeout=2)
+    else:
+        assert refresh(120, store=alice) == alice.token_file
 
 
 def test_with_no_login_stored_refresh_does_nothing(tmp_path: Path) -> None:
