@@ -100,6 +100,55 @@ def sites_command() -> None:
     Console().print(table)
 
 
+@main.command("login")
+@click.option(
+    "--issuer", help="the OIDC issuer's URL (default: Dask config remote-jobqueue.issuer)"
+)
+@click.option("--scope", help="the scopes to ask for, space-separated (default: the issuer's)")
+@click.option(
+    "--audience", multiple=True, help="an audience of the token (repeatable; default: the issuer's)"
+)
+@click.option("--client-id", default="remote-jobqueue", show_default=True, help="the OIDC client")
+def login_command(
+    issuer: str | None, scope: str | None, audience: tuple[str, ...], client_id: str
+) -> None:
+    """Log in with a browser (on any device) and store the token where every tool finds it."""
+    from . import config
+    from .errors import RemoteJobqueueError
+    from .login import login
+
+    with exit_on_error():
+        issuer = issuer or config.get("issuer")
+        if not issuer:
+            raise RemoteJobqueueError("which issuer? Pass --issuer or set remote-jobqueue.issuer")
+        path = login(issuer, client_id, scope, audience, show=to_stderr)
+    click.echo(f"logged in: token in {path}")
+
+
+@main.command("logout")
+def logout_command() -> None:
+    """Revoke the stored refresh token and delete what `login` stored."""
+    from .login import logout
+
+    with exit_on_error():
+        logout(show=click.echo)
+
+
+@main.command("whoami")
+@click.option("--timeout", default=10.0, show_default=True, help="seconds for each question")
+def whoami_command(timeout: float) -> None:
+    """Who your token says you are, and who the gateway and the schedd take you for."""
+    from .whoami import report
+
+    token_ok = True
+    for answer in report(timeout):
+        click.echo(str(answer))
+        if answer.what.startswith("token"):
+            token_ok = answer.ok
+    if not token_ok:
+        sys.exit(1)
+
+
 @main.group()
 def clusters() -> None:
     """Your clusters at the sites: list them, stop one a notebook left behind."""

@@ -355,11 +355,15 @@ class RemoteHTCondorCluster(Cluster):
             return ""
 
     def _bearer_token(self) -> str:
+        from .login import refresh_quietly
         from .tokens import discover_bearer_token
 
         if self.token_file:
             token = Path(self.token_file).read_text().strip()
         else:
+            # A token `remote-jobqueue login` stored is renewed before it runs out (for
+            # everyone else a stat or two; never raises).
+            refresh_quietly()
             token = discover_bearer_token()
         if not token:
             raise GatewayError(

@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Required, TypedDict, Unpack
 
@@ -36,6 +37,8 @@ WLCG_ANY_AUDIENCE = "https://wlcg.cern.ch/jwt/v1/any"
 #: RFC 8693 names.
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+#: RFC 8628 (`remote-jobqueue login`).
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 class TokenError(Exception):
@@ -86,7 +89,7 @@ class TokenFileIgnored(UserWarning):
 def _ignored(path: str | os.PathLike[str], why: str) -> None:
     message = f"ignoring token file {path}: {why}"
     log.warning("%s", message)
-    warnings.warn(message, TokenFileIgnored, stacklevel=4)  # discover_bearer_token's caller
+    warnings.warn(message, TokenFileIgnored, stacklevel=5)  # discover_bearer_token's caller
 
 
 def _untrusted(st: os.stat_result, uid: int) -> str | None:
@@ -154,21 +157,51 @@ def discover_bearer_token(
     well-known paths (in ``/tmp``, anyone can create one) a symbolic link. ``BEARER_TOKEN_FILE``
     may be a link: the user chose it (Kubernetes mounts secrets as links).
     """
+    found = find_bearer_token(environ, uid=uid, tmp_dir=tmp_dir)
+    return found.token if found else None
+
+
+@dataclass(frozen=True)
+class DiscoveredToken:
+    """A token found by discovery, and the file it came from (None: ``BEARER_TOKEN``)."""
+
+    token: str
+    path: Path | None
+
+
+def find_bearer_token(
+    environ: Mapping[str, str] = os.environ,
+    *,
+    uid: int | None = None,
+    tmp_dir: str | os.PathLike[str] = "/tmp",
+) -> DiscoveredToken | None:
+    """:func:`discover_bearer_token`, saying where the token was found: so that a tool may
+    renew the file it wrote itself, and only when discovery really reads that file."""
     uid = os.geteuid() if uid is None else uid
     token = environ.get("BEARER_TOKEN", "").strip()
     if token:
-        return token
-    candidates: list[tuple[str | os.PathLike[str], bool]] = []
+        return DiscoveredToken(token, None)
+    candidates: list[tuple[Path, bool]] = []
     if environ.get("BEARER_TOKEN_FILE"):
-        candidates.append((environ["BEARER_TOKEN_FILE"], True))
+        candidates.append((Path(environ["BEARER_TOKEN_FILE"]), True))
     if environ.get("XDG_RUNTIME_DIR"):
         candidates.append((Path(environ["XDG_RUNTIME_DIR"]) / f"bt_u{uid}", False))
     candidates.append((Path(tmp_dir) / f"bt_u{uid}", False))
     for path, follow_symlinks in candidates:
         found = _read_token_file(path, uid, follow_symlinks=follow_symlinks)
         if found:
-            return found
+            return DiscoveredToken(found, path)
     return None
+
+
+def read_token_file(
+    path: str | os.PathLike[str], *, uid: int | None = None, follow_symlinks: bool = False
+) -> str | None:
+    """The token (or other secret) in ``path``, if it is there and only ``uid`` (or root) can
+    have written it; None otherwise (with a :class:`TokenFileIgnored` warning if untrusted)."""
+    return _read_token_file(
+        path, os.geteuid() if uid is None else uid, follow_symlinks=follow_symlinks
+    )
 
 
 # Storage --------------------------------------------------------------------------------------
@@ -385,15 +418,18 @@ class TokenValidator:
 # Token endpoint client ------------------------------------------------------------------------
 
 
-def token_request(
-    token_endpoint: str,
-    form: Mapping[str, str | Sequence[str]],
+def _post_form(
+    url: str,
+    form: Mapping[str, str | Sequence[str] | None],
     *,
     client_id: str,
     client_secret: str | None = None,
     timeout: float = 10.0,
-) -> dict[str, Any]:
-    """POST a grant to a token endpoint; confidential clients authenticate with HTTP Basic."""
+) -> bytes:
+    """POST an OAuth form (token, device authorization, revocation endpoints); the body.
+
+    Confidential clients authenticate with HTTP Basic, public ones name themselves in the form.
+    """
     fields = {k: v for k, v in form.items() if v is not None}
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
     if client_secret is None:
@@ -403,10 +439,10 @@ def token_request(
         basic = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
         headers["Authorization"] = "Basic " + base64.b64encode(basic.encode()).decode()
     body = urllib.parse.urlencode(fields, doseq=True).encode()
-    request = urllib.request.Request(token_endpoint, data=body, headers=headers, method="POST")
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.load(response)
+            return response.read()
     except urllib.error.HTTPError as err:
         try:
             detail = json.load(err)
@@ -418,7 +454,25 @@ def token_request(
             detail.get("error", f"http_{err.code}"), detail.get("error_description", ""), err.code
         ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as err:
-        raise IssuerUnavailable(f"cannot reach {token_endpoint}: {err}") from err
+        raise IssuerUnavailable(f"cannot reach {url}: {err}") from err
+
+
+def token_request(
+    token_endpoint: str,
+    form: Mapping[str, str | Sequence[str] | None],
+    *,
+    client_id: str,
+    client_secret: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """POST a grant to a token endpoint (or any OAuth endpoint that answers JSON)."""
+    body = _post_form(
+        token_endpoint, form, client_id=client_id, client_secret=client_secret, timeout=timeout
+    )
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise IssuerUnavailable(f"{token_endpoint} answered no JSON") from None
 
 
 class ClientOptions(TypedDict, total=False):
@@ -460,3 +514,15 @@ def exchange_token(
         "audience": [audience] if isinstance(audience, str) else audience,
     }
     return token_request(token_endpoint, form, **client)
+
+
+def revoke_token(
+    revocation_endpoint: str,
+    token: str,
+    *,
+    token_type_hint: str | None = "refresh_token",
+    **client: Unpack[ClientOptions],
+) -> None:
+    """RFC 7009 revocation: the issuer forgets ``token`` (an unknown one is no error)."""
+    form = {"token": token, "token_type_hint": token_type_hint}
+    _post_form(revocation_endpoint, form, **client)

@@ -2,7 +2,8 @@
 
 The identity is the issuer and subject, named ``preferred_username`` (``sub`` if absent); every
 refusal carries a reason the user can act on, and no log record, at any level, ever contains
-the token. A login lasts as long as its token, unless renewed in-band with a fresh one.
+the token. A login lasts as long as its token, unless renewed in-band with a fresh one. A
+client may ask who it is logged in as (``@whoami``), and hears the identity the gateway keeps.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from remote_jobqueue.gateway import (
     public_key_text,
     serve,
 )
-from remote_jobqueue.gateway.tunnel import renew_login
+from remote_jobqueue.gateway.tunnel import ask_whoami, renew_login, whoami
 from remote_jobqueue.tokens import TokenValidator
 
+from ..waiting import async_wait_until
 from .jwt_issuer import AUD, Issuer
 
 pytestmark = pytest.mark.timeout(20)
@@ -256,3 +258,49 @@ async def test_a_tunnel_renews_its_login_before_the_gateway_would_end_it(
         assert tunnel.login_expires is not None and tunnel.login_expires > time.time() + 500
     finally:
         await tunnel.close()
+
+
+# Who am I? ------------------------------------------------------------------------------------
+
+
+async def test_whoami_answers_the_identity_of_the_connection(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path
+) -> None:
+    exp = int(time.time()) + 600
+    conn = await connect(gateway, tmp_path, issuer.token(exp=exp))
+    try:
+        assert await whoami(conn) == {
+            "issuer": issuer.url,
+            "subject": "0f3c-alice-sub",
+            "name": "alice",
+            "expires_at": exp,
+        }
+    finally:
+        conn.close()
+
+
+async def test_whoami_follows_a_renewal(issuer: Issuer, gateway: Gateway, tmp_path: Path) -> None:
+    now = int(time.time())
+    conn = await connect(gateway, tmp_path, issuer.token(exp=now + 60))
+    try:
+        await renew_login(conn, issuer.token(exp=now + 600))
+        assert (await whoami(conn))["expires_at"] == now + 600
+    finally:
+        conn.close()
+
+
+async def test_ask_whoami_logs_in_asks_and_leaves(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path
+) -> None:
+    key = public_key_text(load_or_create_host_key(tmp_path / "host_key"))
+    identity = await ask_whoami(f"127.0.0.1:{gateway.port}", key, issuer.token())
+    assert identity["name"] == "alice"
+    await async_wait_until(lambda: not gateway.sessions, 5, "the connection to be gone")
+
+
+async def test_ask_whoami_with_a_refused_token_says_why(
+    issuer: Issuer, gateway: Gateway, tmp_path: Path
+) -> None:
+    key = public_key_text(load_or_create_host_key(tmp_path / "host_key"))
+    with pytest.raises(TunnelAuthError, match="wrong audience"):
+        await ask_whoami(f"127.0.0.1:{gateway.port}", key, issuer.token(aud="https://else"))

@@ -2,14 +2,16 @@
 
 Real facilities use INDIGO IAM; here nothing may reach the Internet, so this stands in for it
 with the parts the project relies on: discovery, a JWKS, RS256 access tokens with WLCG-profile
-claims, the password, refresh, authorization-code (for JupyterHub) and RFC 8693 token-exchange
-grants, a login form, and userinfo. Lifetimes can be chosen per request, so tests can make
-tokens expire in a second.
+claims, the password, refresh, authorization-code (for JupyterHub), RFC 8693 token-exchange and
+RFC 8628 device-authorization grants (`remote-jobqueue login` from a laptop), a login form and a
+device page, RFC 7009 revocation of refresh tokens, and userinfo. Lifetimes (and the device
+flow's polling interval) can be chosen per request, so tests can make tokens expire in a second.
 
 State lives in ``<state>/issuer/`` (directory 0700, files 0600), created on first start and
 reused after: ``signing-key.pem`` (RSA), ``users.json`` (random passwords, opaque ``sub`` UUIDs,
 ``wlcg.groups``), ``clients.json`` (``jupyterhub`` confidential, ``remote-jobqueue`` public),
 ``refresh-tokens.json`` (SHA-256 hashes of live refresh tokens, so they survive a restart).
+Device codes, like authorization codes, live in memory only: a restart ends pending logins.
 
 Run: ``python -m rjq_facility.issuer --state-dir DIR --host H --port P
 --issuer-url URL``. It never logs a token: only grant types, user names and client ids.
@@ -33,6 +35,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,18 @@ DEFAULT_REFRESH_LIFETIME = 30 * 86400
 MAX_LIFETIME = 30 * 86400
 CODE_LIFETIME = 120
 ALL_GRANTS = ["password", "refresh_token", "authorization_code", tokens.TOKEN_EXCHANGE_GRANT]
+#: RFC 8628: for clients without a browser of their own (a laptop's terminal); public client only.
+DEVICE_CODE_GRANT = tokens.DEVICE_CODE_GRANT
+PUBLIC_GRANTS = [*ALL_GRANTS, DEVICE_CODE_GRANT]
+DEVICE_CODE_LIFETIME = 600
+MAX_DEVICE_CODE_LIFETIME = 3600
+DEVICE_INTERVAL = 5.0
+MAX_DEVICE_INTERVAL = 60.0
+#: RFC 8628 §3.5: after ``slow_down`` the interval grows by 5 s, for good.
+SLOW_DOWN_STEP = 5.0
+#: RFC 8628 §6.1: consonants only (no words, no 0/O or 1/I to confuse), 8 of them: 2^34 codes.
+USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+USER_CODE_LENGTH = 8
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068: keeps ID tokens from being used as access tokens
 
 
@@ -93,6 +108,8 @@ def ensure_state(
 
     Idempotent so that ``up`` can call it before the daemon starts (helpers can then read
     passwords at once) and the daemon again, and so that a restart keeps every credential.
+    A public client made before the device grant existed gets that grant added (no secret
+    changes).
     """
     d = issuer_dir(state_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -130,11 +147,17 @@ def ensure_state(
                 },
                 PUBLIC_CLIENT: {
                     "secret": None,
-                    "grant_types": ALL_GRANTS,
+                    "grant_types": PUBLIC_GRANTS,
                     "redirect_hosts": hosts,
                 },
             },
         )
+    else:
+        clients = _load_json(clients_path)
+        public = clients.get(PUBLIC_CLIENT)
+        if public is not None and DEVICE_CODE_GRANT not in public["grant_types"]:
+            public["grant_types"] = [*public["grant_types"], DEVICE_CODE_GRANT]
+            _dump_json(clients_path, clients)
 
 
 # Scopes ---------------------------------------------------------------------------------------
@@ -192,6 +215,36 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def normalize_user_code(code: str | None) -> str:
+    """What a person typed, as the issuer keeps it: case, dashes and spaces do not matter."""
+    return "".join(ch for ch in (code or "").upper() if ch.isalnum())
+
+
+def format_user_code(code: str) -> str:
+    """``WDJBMJHT`` → ``WDJB-MJHT``: easier to read out and type."""
+    half = len(code) // 2
+    return f"{code[:half]}-{code[half:]}"
+
+
+@dataclass
+class DeviceGrant:
+    """One RFC 8628 device authorization, from the device's request to its single use."""
+
+    client_id: str
+    scope: list[str]
+    aud: str | list[str]
+    user_code: str  # normalized
+    expires_at: float
+    interval: float
+    last_poll: float | None = None
+    user: str | None = None  # who approved it
+    denied: bool = False
+
+    @property
+    def decided(self) -> bool:
+        return self.user is not None or self.denied
+
+
 class Issuer:
     """Keys, users, clients and the grant logic, apart from HTTP so it reads as the spec does."""
 
@@ -203,12 +256,19 @@ class Issuer:
         access_lifetime: int = DEFAULT_ACCESS_LIFETIME,
         refresh_lifetime: int = DEFAULT_REFRESH_LIFETIME,
         rotate_refresh_tokens: bool = True,
+        device_interval: float = DEVICE_INTERVAL,
+        device_code_lifetime: int = DEVICE_CODE_LIFETIME,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         d = issuer_dir(state_dir)
         self.url = issuer_url
         self.access_lifetime = access_lifetime
         self.refresh_lifetime = refresh_lifetime
         self.rotate = rotate_refresh_tokens
+        self.device_interval = device_interval
+        self.device_code_lifetime = device_code_lifetime
+        #: Time of the device flow (expiry, polling pace): tests pass a clock they move.
+        self.clock = clock
         key = serialization.load_pem_private_key((d / "signing-key.pem").read_bytes(), None)
         assert isinstance(key, rsa.RSAPrivateKey)
         self.key = key
@@ -225,6 +285,9 @@ class Issuer:
             _load_json(self.refresh_path) if self.refresh_path.exists() else {}
         )
         self.codes: dict[str, dict[str, Any]] = {}
+        #: Device grants by the SHA-256 of their device code; user code → that hash.
+        self.devices: dict[str, DeviceGrant] = {}
+        self.user_codes: dict[str, str] = {}
         #: Every token issued, one per line (0600): what the test suite greps logs, job ads
         #: and process arguments for. A development issuer's convenience; no real one does it.
         self.issued_path = issued_tokens_path(state_dir)
@@ -241,7 +304,14 @@ class Issuer:
             "token_endpoint": f"{self.url}/token",
             "userinfo_endpoint": f"{self.url}/userinfo",
             "jwks_uri": f"{self.url}/jwks",
-            "grant_types_supported": ALL_GRANTS,
+            "device_authorization_endpoint": f"{self.url}/device_authorization",
+            "revocation_endpoint": f"{self.url}/revoke",
+            "revocation_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+                "none",
+            ],
+            "grant_types_supported": PUBLIC_GRANTS,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "subject_types_supported": ["public"],
@@ -466,12 +536,117 @@ class Issuer:
                 raise OAuthError("invalid_grant", "code_verifier does not match (PKCE)")
         return params
 
+    def revoke(self, token: str, client_id: str) -> str | None:
+        """RFC 7009: make a refresh token unusable; returns its user, None if it was unknown.
+
+        An unknown token is no error (it may be revoked already); one of another client is.
+        Access tokens are JWTs that nobody looks up, so they live until they expire.
+        """
+        record = self.refresh.get(_hash(token))
+        if record is None:
+            try:
+                self.verify_access_token(token)
+            except OAuthError:
+                return None  # nothing of ours, or an access token that is dead already
+            raise OAuthError(
+                "unsupported_token_type", "access tokens cannot be revoked: they expire"
+            )
+        if record["client_id"] != client_id:
+            raise OAuthError("unauthorized_client", "the token was issued to another client")
+        del self.refresh[_hash(token)]
+        _dump_json(self.refresh_path, self.refresh)
+        return record["user"]
+
+    # The device flow (RFC 8628) -----------------------------------------------------------------
+    def new_device_grant(
+        self,
+        client_id: str,
+        scope: list[str],
+        audience: str | list[str],
+        *,
+        interval: float | None = None,
+        lifetime: int | None = None,
+    ) -> tuple[str, DeviceGrant]:
+        """A device code (the device's secret) and its grant, whose user code a person types."""
+        now = self.clock()
+        for key in [k for k, g in self.devices.items() if g.expires_at + CODE_LIFETIME < now]:
+            self._drop_device(key)  # expired ones stay a little, so polls get expired_token
+        while True:
+            user_code = "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(USER_CODE_LENGTH))
+            if user_code not in self.user_codes:
+                break
+        device_code = secrets.token_urlsafe(32)
+        grant = DeviceGrant(
+            client_id=client_id,
+            scope=scope,
+            aud=audience,
+            user_code=user_code,
+            expires_at=now + (self.device_code_lifetime if lifetime is None else lifetime),
+            interval=self.device_interval if interval is None else interval,
+        )
+        self.devices[_hash(device_code)] = grant
+        self.user_codes[user_code] = _hash(device_code)
+        self._record(device_code)  # a credential too: the suite checks it never leaks
+        return device_code, grant
+
+    def _drop_device(self, key: str) -> None:
+        grant = self.devices.pop(key, None)
+        if grant is not None:
+            self.user_codes.pop(grant.user_code, None)
+
+    def pending_device_grant(self, user_code: str | None) -> DeviceGrant:
+        """The grant a person's user code names, if it still waits for a decision."""
+        key = self.user_codes.get(normalize_user_code(user_code))
+        grant = self.devices.get(key) if key else None
+        if grant is None or grant.decided or grant.expires_at <= self.clock():
+            raise OAuthError("invalid_request", "unknown, expired or already used code")
+        return grant
+
+    def decide_device_grant(
+        self, user_code: str | None, username: str, approve: bool
+    ) -> DeviceGrant:
+        """The logged-in person's answer; the device learns it at its next poll."""
+        grant = self.pending_device_grant(user_code)
+        if approve:
+            grant.user = username
+        else:
+            grant.denied = True
+        return grant
+
+    def use_device_code(self, device_code: str | None, client_id: str) -> DeviceGrant:
+        """One poll of the token endpoint (RFC 8628 §3.5); the approved grant, used up, or the
+        error the device must act on: wait, slow down, stop."""
+        key = _hash(device_code or "")
+        grant = self.devices.get(key)
+        if grant is None or grant.client_id != client_id:
+            raise OAuthError("invalid_grant", "unknown or already used device code")
+        now = self.clock()
+        if grant.expires_at <= now:
+            self._drop_device(key)
+            raise OAuthError("expired_token", "the device code expired: start again")
+        too_soon = grant.last_poll is not None and now - grant.last_poll < grant.interval
+        grant.last_poll = now
+        if too_soon:
+            grant.interval += SLOW_DOWN_STEP
+            raise OAuthError("slow_down", f"poll at most every {grant.interval:g} s")
+        if grant.denied:
+            self._drop_device(key)
+            raise OAuthError("access_denied", "the user denied the request")
+        if grant.user is None:
+            raise OAuthError("authorization_pending", "the user has not answered yet")
+        self._drop_device(key)  # single use
+        return grant
+
 
 # HTTP -----------------------------------------------------------------------------------------
 
 
 def _split_scope(value: str | None, default: Sequence[str]) -> list[str]:
     return value.split() if value and value.strip() else list(default)
+
+
+def _json_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def _audience(values: list[str], default: str | list[str]) -> str | list[str]:
@@ -501,36 +676,55 @@ class JwksHandler(_Handler):
         self.finish({"keys": [self.issuer.jwk]})
 
 
-class TokenHandler(_Handler):
+class _ClientHandler(_Handler):
+    """Endpoints a client POSTs a form to, authenticated as RFC 6749 §2.3 says."""
+
     def arg(self, name: str) -> str | None:
         return self.get_body_argument(name, None)
 
-    def lifetime(self, default: int) -> int:
-        raw = self.arg("expires_in")
+    def number(self, name: str, default: float, high: float, *, integer: bool = True) -> float:
+        """A numeric form parameter within ``0..high``, or ``default`` if absent."""
+        raw = self.arg(name)
         if raw is None or raw == "":
             return default
+        kind = "an integer" if integer else "a number"
         try:
-            value = int(raw)
+            value = int(raw) if integer else float(raw)
         except ValueError:
-            raise OAuthError("invalid_request", "expires_in must be an integer") from None
-        if not 0 <= value <= MAX_LIFETIME:
-            raise OAuthError("invalid_request", f"expires_in must be within 0..{MAX_LIFETIME}")
+            raise OAuthError("invalid_request", f"{name} must be {kind}") from None
+        if not 0 <= value <= high:
+            raise OAuthError("invalid_request", f"{name} must be within 0..{high:g}")
         return value
+
+    def authenticate(self) -> str:
+        auth = self.request.headers.get("Authorization", "")
+        basic = auth[6:].strip() if auth[:6].lower() == "basic " else None
+        return self.issuer.authenticate_client(
+            basic, self.arg("client_id"), self.arg("client_secret")
+        )
+
+    def refuse(self, err: OAuthError) -> None:
+        self.set_status(err.status)
+        if err.status == 401:
+            self.set_header("WWW-Authenticate", 'Basic realm="token"')
+        self.finish({"error": err.error, "error_description": err.description})
+
+
+class TokenHandler(_ClientHandler):
+    def lifetime(self, default: int) -> int:
+        return int(self.number("expires_in", default, MAX_LIFETIME))
 
     def post(self) -> None:
         grant = self.arg("grant_type")
         client_id = "?"
         try:
-            auth = self.request.headers.get("Authorization", "")
-            basic = auth[6:].strip() if auth[:6].lower() == "basic " else None
-            client_id = self.issuer.authenticate_client(
-                basic, self.arg("client_id"), self.arg("client_secret")
-            )
+            client_id = self.authenticate()
             grants: dict[str, Callable[[str], dict[str, Any]]] = {
                 "password": self.password,
                 "refresh_token": self.refresh_token,
                 "authorization_code": self.authorization_code,
                 tokens.TOKEN_EXCHANGE_GRANT: self.token_exchange,
+                DEVICE_CODE_GRANT: self.device_code,
             }
             if grant not in grants:
                 raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} not supported")
@@ -538,11 +732,10 @@ class TokenHandler(_Handler):
                 raise OAuthError("unauthorized_client", f"{client_id!r} may not use {grant!r}")
             response = grants[grant](client_id)
         except OAuthError as err:
-            log.warning("token request refused: grant=%s client=%s %s", grant, client_id, err)
-            self.set_status(err.status)
-            if err.status == 401:
-                self.set_header("WWW-Authenticate", 'Basic realm="token"')
-            self.finish({"error": err.error, "error_description": err.description})
+            # A waiting device polls every few seconds: that is no refusal worth a warning.
+            level = logging.DEBUG if err.error == "authorization_pending" else logging.WARNING
+            log.log(level, "token request refused: grant=%s client=%s %s", grant, client_id, err)
+            self.refuse(err)
             return
         self.finish(response)
 
@@ -623,6 +816,86 @@ class TokenHandler(_Handler):
         response.pop("id_token", None)
         response["issued_token_type"] = tokens.ACCESS_TOKEN_TYPE
         return response
+
+    def device_code(self, client_id: str) -> dict[str, Any]:
+        grant = self.issuer.use_device_code(self.arg("device_code"), client_id)
+        assert grant.user is not None
+        log.info("grant=device_code client=%s user=%s", client_id, grant.user)
+        return self.issuer.issue(
+            grant.user,
+            client_id,
+            grant.scope,
+            grant.aud,
+            self.lifetime(self.issuer.access_lifetime),
+            refresh=True,
+        )
+
+
+class DeviceAuthorizationHandler(_ClientHandler):
+    """RFC 8628 §3.1-3.2: a device asks to be logged in; it gets its codes and where to go.
+
+    ``interval`` and ``expires_in`` may be asked for (a development issuer's extension, so that
+    tests need not wait for the defaults).
+    """
+
+    def post(self) -> None:
+        client_id = "?"
+        try:
+            client_id = self.authenticate()
+            if DEVICE_CODE_GRANT not in self.issuer.clients[client_id]["grant_types"]:
+                raise OAuthError(
+                    "unauthorized_client", f"{client_id!r} may not use the device flow"
+                )
+            device_code, grant = self.issuer.new_device_grant(
+                client_id,
+                _split_scope(self.arg("scope"), DEFAULT_SCOPE.split()),
+                _audience(self.get_body_arguments("audience"), tokens.WLCG_ANY_AUDIENCE),
+                interval=self.number(
+                    "interval", self.issuer.device_interval, MAX_DEVICE_INTERVAL, integer=False
+                ),
+                lifetime=int(
+                    self.number(
+                        "expires_in", self.issuer.device_code_lifetime, MAX_DEVICE_CODE_LIFETIME
+                    )
+                ),
+            )
+        except OAuthError as err:
+            log.warning("device authorization refused: client=%s %s", client_id, err)
+            self.refuse(err)
+            return
+        log.info("device authorization: client=%s", client_id)
+        user_code = format_user_code(grant.user_code)
+        verification_uri = f"{self.issuer.url}/device"
+        self.finish(
+            {
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": verification_uri,
+                "verification_uri_complete": f"{verification_uri}?"
+                + urllib.parse.urlencode({"user_code": user_code}),
+                "expires_in": round(grant.expires_at - self.issuer.clock()),
+                "interval": _json_number(grant.interval),
+            }
+        )
+
+
+class RevocationHandler(_ClientHandler):
+    """RFC 7009: ``token`` (a refresh token) is unusable from now on; 200 even if unknown."""
+
+    def post(self) -> None:
+        client_id = "?"
+        try:
+            client_id = self.authenticate()
+            token = self.arg("token")
+            if not token:
+                raise OAuthError("invalid_request", "token is required")
+            user = self.issuer.revoke(token, client_id)
+        except OAuthError as err:
+            log.warning("revocation refused: client=%s %s", client_id, err)
+            self.refuse(err)
+            return
+        log.info("revocation: client=%s user=%s", client_id, user or "(unknown token)")
+        self.finish()
 
 
 LOGIN_PAGE = """<!doctype html>
@@ -726,6 +999,91 @@ class AuthorizeHandler(_Handler):
         self.redirect_back(params, code=code)
 
 
+DEVICE_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Facility device login</title></head>
+<body><h1>Log in a device</h1>{message}
+<form method="post">
+<label>Code <input name="user_code" value="{user_code}" autocomplete="off"></label>
+<label>Username <input name="username" autocomplete="username"></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit" name="action" value="approve">Approve</button>
+<button type="submit" name="action" value="deny">Deny</button>
+</form></body></html>
+"""
+DEVICE_DONE_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Facility device login</title></head>
+<body><h1>{title}</h1><p>{message}</p></body></html>
+"""
+
+
+class DeviceHandler(_Handler):
+    """RFC 8628 §3.3: where a person enters the device's user code, logs in and answers.
+
+    The password is asked for with the code, so there is no session a cross-site request could
+    ride on (no CSRF token needed). The password is checked before the code, so that the page
+    tells nobody who has no account whether a code is live.
+    """
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        # The user code is in the URL (verification_uri_complete): keep it out of Referer
+        # headers; and no framing, so nobody can overlay the Approve button (clickjacking).
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+
+    def form(self, user_code: str, message: str = "") -> None:
+        self.finish(
+            DEVICE_PAGE.format(
+                user_code=xhtml_escape(user_code),
+                message=f"<p>{xhtml_escape(message)}</p>" if message else "",
+            )
+        )
+
+    def done(self, title: str, message: str) -> None:
+        self.finish(
+            DEVICE_DONE_PAGE.format(title=xhtml_escape(title), message=xhtml_escape(message))
+        )
+
+    def get(self) -> None:
+        self.form(self.get_query_argument("user_code", ""))
+
+    def post(self) -> None:
+        user_code = self.get_body_argument("user_code", "")
+        username = self.get_body_argument("username", None)
+        try:
+            self.issuer.check_password(username, self.get_body_argument("password", None))
+        except OAuthError:
+            log.warning("device login failed: user=%s", username)
+            self.set_status(401)
+            self.form(user_code, "Wrong username or password.")
+            return
+        assert username is not None
+        action = self.get_body_argument("action", "")
+        if action not in ("approve", "deny"):
+            self.set_status(400)
+            self.form(user_code, "Choose Approve or Deny.")
+            return
+        approve = action == "approve"
+        try:
+            grant = self.issuer.decide_device_grant(user_code, username, approve)
+        except OAuthError as err:
+            log.warning("device code refused: user=%s %s", username, err.description)
+            self.set_status(400)
+            self.form(user_code, "Unknown, expired or already used code.")
+            return
+        verdict = "approved" if approve else "denied"
+        log.info("device %s: client=%s user=%s", verdict, grant.client_id, username)
+        if approve:
+            scope = " ".join(grant.scope)
+            self.done(
+                "Device approved",
+                f"{grant.client_id} gets a token for {scope}: return to your device.",
+            )
+        else:
+            self.done("Device denied", f"{grant.client_id} gets no token.")
+
+
 class UserinfoHandler(_Handler):
     def userinfo(self) -> None:
         auth = self.request.headers.get("Authorization", "")
@@ -769,6 +1127,9 @@ def make_app(issuer: Issuer) -> tornado.web.Application:
             (f"{prefix}/jwks", JwksHandler),
             (f"{prefix}/token", TokenHandler),
             (f"{prefix}/authorize", AuthorizeHandler),
+            (f"{prefix}/device_authorization", DeviceAuthorizationHandler),
+            (f"{prefix}/device", DeviceHandler),
+            (f"{prefix}/revoke", RevocationHandler),
             (f"{prefix}/userinfo", UserinfoHandler),
         ],
         issuer=issuer,
@@ -803,6 +1164,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=True,
         help="issue a new refresh token on every refresh and revoke the old one",
     )
+    parser.add_argument(
+        "--device-interval",
+        type=float,
+        default=DEVICE_INTERVAL,
+        help="seconds a device must wait between polls (RFC 8628), unless it asks for another",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     users = [u for u in args.users.split(",") if u]
@@ -813,6 +1180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_lifetime=args.access_token_lifetime,
         refresh_lifetime=args.refresh_token_lifetime,
         rotate_refresh_tokens=args.rotate_refresh_tokens,
+        device_interval=args.device_interval,
     )
     asyncio.run(serve(issuer, args.host, args.port))
 

@@ -50,5 +50,8 @@ RENEW_HOST = "@renew"
 #: connection is the bundle of that cluster (the first claim's secret is the one that counts),
 #: which registering a reverse forward of the cluster requires.
 CLAIM_HOST = "@claim"
+#: ``WHOAMI_HOST``: any line → "ok <JSON>": the connection's identity as the gateway sees it,
+#: ``{"issuer", "subject", "name", "expires_at"}`` (when the login ends unless renewed).
+WHOAMI_HOST = "@whoami"
 #: Longest request line accepted on a control channel (a JWT fits many times over).
 CONTROL_LINE_MAX = 16384

@@ -8,7 +8,7 @@ channel opened back to the bundle's connection: only to the user's *own* cluster
 A login lasts as long as its token: the connection is closed when the token expires, unless
 the client renews it in-band first (the ``@renew`` control channel) with a fresh token of the
 same identity. A bundle must claim its cluster with the cluster's secret (``@claim``) before
-it may register the cluster's ports.
+it may register the cluster's ports. ``@whoami`` tells a client who it is logged in as.
 
 Everything else SSH can do (shells, exec, subsystems, agent / X11 / UNIX-socket forwarding,
 public-key or keyboard-interactive login) is refused.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from .protocol import (
     CLUSTER_ID_RE,
     CONTROL_LINE_MAX,
     RENEW_HOST,
+    WHOAMI_HOST,
 )
 from .redaction import install_log_redaction, loggable_name
 from .registry import ClaimRefused, Registry, RegistryFull, ReverseForward
@@ -357,6 +359,18 @@ class GatewayServer(asyncssh.SSHServer):
             return f"refused: {err}"
         return "ok"
 
+    async def _whoami(self, line: str) -> str:
+        """``@whoami``: the identity this connection logged in as (`remote-jobqueue whoami`)."""
+        assert self.user is not None
+        user = self.user
+        identity = {
+            "issuer": user.issuer,
+            "subject": user.subject,
+            "name": user.name,
+            "expires_at": user.expires_at,
+        }
+        return "ok " + json.dumps(identity)
+
     def _refuse(self, username: str, reason: str, temporary: bool) -> None:
         log.warning(
             "authentication of %s from %s failed: %s", loggable_name(username), self.peer, reason
@@ -399,8 +413,9 @@ class GatewayServer(asyncssh.SSHServer):
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
         """Route a user's local forward to *their own* cluster, or refuse it."""
-        if self.user is not None and dest_host in (RENEW_HOST, CLAIM_HOST):
-            handler = self._renew if dest_host == RENEW_HOST else self._claim
+        controls = {RENEW_HOST: self._renew, CLAIM_HOST: self._claim, WHOAMI_HOST: self._whoami}
+        if self.user is not None and dest_host in controls:
+            handler = controls[dest_host]
             return _ControlSession(partial(self._control, handler))  # type: ignore[return-value]
         cluster_id = dest_host.lower()
         entry = self.registry.lookup(self.user, cluster_id, dest_port) if self.user else None

@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
-from typing import Self, TypedDict
+from typing import Any, Self, TypedDict
 
 import asyncssh
 
@@ -39,6 +40,7 @@ from .protocol import (
     AUTH_BANNER_TEMPORARY,
     CLAIM_HOST,
     RENEW_HOST,
+    WHOAMI_HOST,
     check_cluster_id,
     parse_host_port,
 )
@@ -265,6 +267,34 @@ async def renew_login(conn: asyncssh.SSHClientConnection, token: str) -> float:
     """Extend the connection's login with ``token``; returns its new end (Unix time)."""
     answer = await control_request(conn, RENEW_HOST, token)
     return float(answer.split()[1])
+
+
+async def whoami(conn: asyncssh.SSHClientConnection) -> dict[str, Any]:
+    """Who the gateway takes this connection for: issuer, subject, name, expires_at."""
+    answer = await control_request(conn, WHOAMI_HOST, "whoami")
+    try:
+        identity = json.loads(answer.removeprefix("ok").strip())
+    except ValueError:
+        raise TunnelError("the gateway's @whoami answer is no JSON") from None
+    if not isinstance(identity, dict):
+        raise TunnelError("the gateway's @whoami answer is no identity")
+    return identity
+
+
+async def ask_whoami(
+    gateway: str, known_host_key: HostKeySpec, token: str, *, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Log in to ``gateway`` with ``token`` once, only to ask who we are (then leave)."""
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await connect_gateway(gateway, load_host_keys(known_host_key), token)
+            try:
+                return await whoami(conn)
+            finally:
+                conn.close()
+                await conn.wait_closed()
+    except TimeoutError:
+        raise TunnelUnreachable(f"no answer from gateway {gateway} within {timeout:g}s") from None
 
 
 # The self-healing link ------------------------------------------------------------------------
