@@ -1,6 +1,8 @@
 """Dask clusters at remote HTCondor sites, reached through an SSH gateway."""
 
-from . import config as _config  # noqa: F401 - registers the Dask config defaults
+# Registers the Dask config defaults, and names `configure`'s HTCondor client configuration
+# before anything imports the bindings.
+from . import config as _config  # noqa: F401
 from .cluster import RemoteHTCondorCluster
 from .errors import (
     ClusterLost,

@@ -149,6 +149,19 @@ def whoami_command(timeout: float) -> None:
         sys.exit(1)
 
 
+@main.command("configure")
+@click.argument("source")
+def configure_command(source: str) -> None:
+    """Take a facility's public settings (a file or an http(s) URL): its sites, issuer and
+    pool, written as your Dask and HTCondor client settings. Then `remote-jobqueue login`."""
+    from . import configure
+
+    with exit_on_error():
+        written = configure.write(configure.load(source))
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.group()
 def clusters() -> None:
     """Your clusters at the sites: list them, stop one a notebook left behind."""

@@ -34,6 +34,18 @@ with SCHEMA_FILE.open() as _f:
 dask.config.update_defaults(defaults)
 
 
+def _name_configured_pool() -> None:
+    """`remote-jobqueue configure`'s HTCondor client configuration, if nothing else names one:
+    the bindings read ``CONDOR_CONFIG`` once, when first imported, so this runs with the
+    package's first import (and changes nothing where ``CONDOR_CONFIG`` is set, as in jobs)."""
+    from .configure import apply_defaults
+
+    apply_defaults()
+
+
+_name_configured_pool()
+
+
 def get(key: str, override: Any = None) -> Any:
     """``override`` if given, else ``remote-jobqueue.<key>`` from Dask config."""
     if override is not None:

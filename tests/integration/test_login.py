@@ -1,7 +1,7 @@
 """`remote-jobqueue login` against the facility's issuer, and a cluster on that login alone.
 
-Specification (a user with nothing but the site catalogue, the gateway's address and a pool
-client configuration, as a laptop would have; no token written by the facility):
+Specification (a user whose shell has only what `remote-jobqueue configure` took from the
+facility's public settings, as a laptop would; no token written by the facility):
 - `login` prints a verification URL and a user code, and once the user approves the code at
   that URL (the test plays the browser), stores the token where WLCG discovery finds it (0600)
   and its refresh token privately;
@@ -33,31 +33,20 @@ CLI = str(Path(sys.executable).with_name("remote-jobqueue"))
 
 
 def _laptop(facility, home: Path) -> dict[str, str]:
-    """The environment of a shell with only the facility's public settings: the catalogue and
-    gateway (Dask config), the collector and the schedd's CA (HTCondor, SciTokens)."""
+    """A shell with nothing of the facility's but what `remote-jobqueue configure` takes from
+    its public settings file: no facility environment, no Dask or HTCondor variable."""
     home.mkdir(parents=True)
     runtime = home / "run"
     runtime.mkdir(mode=0o700)
-    dask_dir = home / ".config" / "dask"
-    dask_dir.mkdir(parents=True)
-    settings = {"sites": lifecycle.site_catalogue(facility), "issuer": facility.issuer_url}
-    (dask_dir / "remote-jobqueue.yaml").write_text(yaml.safe_dump({"remote-jobqueue": settings}))
-    condor = home / "condor_config"
-    condor.write_text(
-        f"COLLECTOR_HOST = {facility.collector}\n"
-        "SEC_CLIENT_AUTHENTICATION_METHODS = SCITOKENS\n"
-        f"SCITOKENS_FILE = {runtime / f'bt_u{os.geteuid()}'}\n"
-        f"AUTH_SSL_CLIENT_CAFILE = {scitokens.ca_file(facility)}\n"
-    )
     keep = ("PATH", "LANG", "PYTHONPATH")
     env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        HOME=str(home),
-        XDG_RUNTIME_DIR=str(runtime),
-        DASK_CONFIG=str(dask_dir),
-        CONDOR_CONFIG=str(condor),
-        COLUMNS="200",
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(runtime), COLUMNS="200")
+    published = home / "facility.yaml"
+    published.write_text(yaml.safe_dump(lifecycle.public_client_settings(facility)))
+    configured = subprocess.run(
+        [CLI, "configure", str(published)], env=env, capture_output=True, text=True, timeout=60
     )
+    assert configured.returncode == 0, configured.stderr
     return env
 
 

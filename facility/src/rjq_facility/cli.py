@@ -63,6 +63,17 @@ def facility_env(user: str) -> None:
             click.echo(f"export {key}={shlex.quote(value)}")
 
 
+@facility.command("client-config")
+def facility_client_config() -> None:
+    """Print the facility's public settings for `remote-jobqueue configure` (no secret)."""
+    import yaml
+
+    from . import lifecycle
+
+    with exit_on_error():
+        click.echo(yaml.safe_dump(lifecycle.public_client_settings()), nl=False)
+
+
 if __name__ == "__main__":
     facility()
 

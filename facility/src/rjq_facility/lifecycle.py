@@ -184,6 +184,21 @@ def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
     }
 
 
+def public_client_settings(cfg: FacilityConfig | None = None) -> dict:
+    """What `remote-jobqueue configure` takes: the sites, the issuer, the pool (no secret)."""
+    from . import issuer, scitokens
+
+    cfg = cfg or FacilityConfig()
+    return {
+        "remote-jobqueue": {"sites": site_catalogue(cfg), "issuer": cfg.issuer_url},
+        "htcondor": {
+            "collector": cfg.collector,
+            "ca": scitokens.ca_file(cfg).read_text(),
+        },
+        "oidc": {"client-id": issuer.PUBLIC_CLIENT},
+    }
+
+
 def client_dask_config(cfg: FacilityConfig, user: str) -> dict:
     return {
         "remote-jobqueue": {
