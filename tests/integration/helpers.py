@@ -99,3 +99,15 @@ def panel_server(cfg: FacilityConfig, user: str, home: Path, **factory_kwargs):
     }
     dask_config = {**lifecycle.client_dask_config(cfg, user), "labextension": {"factory": factory}}
     return LabServer(home, dask_config)
+
+
+def cli(cfg: FacilityConfig, user: str, *args: str, timeout: float = 120):
+    """``remote-jobqueue ARGS`` in a fresh process with ``user``'s client settings."""
+    command = Path(sys.executable).with_name("remote-jobqueue")
+    return subprocess.run(
+        [str(command), *args],
+        env={**user_env(cfg, user), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

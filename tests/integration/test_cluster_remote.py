@@ -46,7 +46,7 @@ from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
 from rjq_facility import gateway_service, issuer, lifecycle
 
 from ..waiting import wait_until
-from .helpers import gateway_refusal, run_as, user_env
+from .helpers import cli, gateway_refusal, run_as, user_env
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -326,30 +326,19 @@ def test_repr_and_job_script_say_where_the_cluster_is(facility, alice):
     assert "token" not in json.dumps(spec).lower(), "the spec travels in the clear: no secrets"
 
 
-def _cli(facility, user: str, *args: str) -> subprocess.CompletedProcess:
-    command = Path(sys.executable).with_name("remote-jobqueue")
-    return subprocess.run(
-        [str(command), *args],
-        env={**user_env(facility, user), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_users_list_and_stop_their_own_clusters_from_the_command_line(facility, alice):
     cluster = RemoteHTCondorCluster(site="T2_LOCAL", n_workers=1, quiet=True)
     try:
-        listed = _cli(facility, "alice", "clusters", "ls")
+        listed = cli(facility, "alice", "clusters", "ls")
         assert listed.returncode == 0, listed.stderr
         assert cluster.cluster_id in listed.stdout and "T2_LOCAL" in listed.stdout
-        assert cluster.cluster_id not in _cli(facility, "bob", "clusters", "ls").stdout
+        assert cluster.cluster_id not in cli(facility, "bob", "clusters", "ls").stdout
 
-        refused = _cli(facility, "bob", "clusters", "stop", cluster.cluster_id)
+        refused = cli(facility, "bob", "clusters", "stop", cluster.cluster_id)
         assert refused.returncode == 1 and "no cluster" in refused.stderr
         assert jobs_of(facility, cluster.cluster_id), "bob removed nothing"
 
-        stopped = _cli(facility, "alice", "clusters", "stop", cluster.cluster_id)
+        stopped = cli(facility, "alice", "clusters", "stop", cluster.cluster_id)
         assert stopped.returncode == 0, stopped.stderr
         wait_until(lambda: cluster.lost, 30, "the client notices its cluster was stopped")
     finally:

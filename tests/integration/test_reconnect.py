@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -31,7 +28,7 @@ from rjq_facility import issuer
 from rjq_facility.gateway_service import GATEWAY_AUDIENCE
 
 from ..waiting import wait_until
-from .helpers import gateway_refusal, podman, python_job, run_as, user_env
+from .helpers import cli, gateway_refusal, podman, python_job, run_as
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -230,33 +227,22 @@ def test_a_crashed_scheduler_jobs_stdout_and_stderr_are_in_its_logs(facility, al
     wait_until(lambda: not jobs_of(facility, cluster.cluster_id), 60, "nothing left")
 
 
-def _cli(facility, user: str, *args: str) -> subprocess.CompletedProcess:
-    command = Path(sys.executable).with_name("remote-jobqueue")
-    return subprocess.run(
-        [str(command), *args],
-        env={**user_env(facility, user), "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_clusters_attach_shows_a_detached_cluster_and_shuts_it_down(facility, alice):
     cluster = RemoteHTCondorCluster(site="T2_LOCAL", shutdown_on_close=False, quiet=True)
     cluster.close()
     cluster_id = cluster.cluster_id
     try:
-        shown = _cli(facility, "alice", "clusters", "attach", cluster_id, "--no-wait")
+        shown = cli(facility, "alice", "clusters", "attach", cluster_id, "--no-wait")
         assert shown.returncode == 0, shown.stderr
         assert f"{cluster_id} at T2_LOCAL, scheduler job {cluster.job_id}" in shown.stdout
         assert "dashboard: http://127.0.0.1:" in shown.stdout
         assert jobs_of(facility, cluster_id), "attach --no-wait detaches, it does not end it"
 
-        refused = _cli(facility, "bob", "clusters", "attach", cluster_id, "--shutdown")
+        refused = cli(facility, "bob", "clusters", "attach", cluster_id, "--shutdown")
         assert refused.returncode == 1
         assert f"no cluster {cluster_id} of yours is running" in refused.stderr
 
-        ended = _cli(facility, "alice", "clusters", "attach", cluster_id, "--shutdown")
+        ended = cli(facility, "alice", "clusters", "attach", cluster_id, "--shutdown")
         assert ended.returncode == 0 and f"shut {cluster_id} down" in ended.stdout
         wait_until(lambda: not jobs_of(facility, cluster_id), 60, "no job left")
     finally:
