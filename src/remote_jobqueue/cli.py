@@ -162,6 +162,82 @@ def configure_command(source: str) -> None:
         click.echo(f"wrote {path}")
 
 
+@main.command(
+    "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.option("--site", required=True, help="where the cluster runs (a catalogue name)")
+@click.option("--workers", type=int, default=1, show_default=True, help="Dask workers")
+@click.option("--cores", type=int, help="cores per worker job")
+@click.option("--memory", help='memory per worker job ("2 GiB")')
+@click.option("--wall-time", type=float, help="seconds after which the script is stopped")
+@click.option(
+    "--linger",
+    type=float,
+    default=300,
+    show_default=True,
+    help="seconds the cluster stays after the script, for its logs and files",
+)
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run_command(
+    site: str,
+    workers: int,
+    cores: int | None,
+    memory: str | None,
+    wall_time: float | None,
+    linger: float,
+    script: str,
+    args: tuple[str, ...],
+) -> None:
+    """Run SCRIPT [ARGS] next to the scheduler of a new cluster at SITE, as a Dask client of
+    it (`Client()` finds it): it goes on when this terminal closes. Its output shows here
+    until it ends (Ctrl-C detaches; `clusters logs ID --follow` reattaches), and the exit
+    status is the script's."""
+    from .cluster import RemoteHTCondorCluster
+
+    driver = {"script": script, "args": list(args), "wall_time": wall_time, "linger": linger}
+    with exit_on_error():
+        cluster = RemoteHTCondorCluster(
+            site=site,
+            cores=cores,
+            memory=memory,
+            n_workers=workers,
+            shutdown_on_close=False,
+            driver=driver,
+            quiet=True,
+        )
+    click.echo(f"{cluster.cluster_id}: running {script} at {cluster.site.name}")
+    to_stderr(f"Ctrl-C detaches; `remote-jobqueue clusters logs {cluster.cluster_id} --follow`")
+    sys.exit(_follow(cluster, follow=True))
+
+
+def _follow(cluster, follow: bool) -> int:
+    """Print the run's output (until it ends, with ``follow``); the script's exit status."""
+    import time
+
+    offset = 0
+    try:
+        while True:
+            status = cluster.run_status()
+            chunk = cluster.run_log(offset)
+            offset = chunk["offset"]
+            click.echo(chunk["text"], nl=False)
+            if status["state"] == "done" and not chunk["text"]:
+                to_stderr(f"{cluster.cluster_id}: {status['why']}")
+                return int(status["returncode"] or 0)
+            if not follow and not chunk["text"]:
+                return 0
+            time.sleep(0.5 if chunk["text"] else 1)
+    except KeyboardInterrupt:
+        to_stderr(f"detached; {cluster.cluster_id} goes on at {cluster.site.name}")
+        return 130
+    except Exception as err:
+        click.secho(f"error: {err}", fg="red", err=True)
+        return 1
+    finally:
+        cluster.close()  # detaches: the run goes on
+
+
 @main.group()
 def clusters() -> None:
     """Your clusters at the sites: list them, stop one a notebook left behind."""
@@ -240,6 +316,39 @@ def clusters_attach(cluster_id: str, site: str | None, shutdown: bool, wait: boo
                 sys.exit(1)
     finally:
         cluster.close()
+
+
+@clusters.command("logs")
+@click.argument("cluster_id")
+@click.option("--follow", "-f", is_flag=True, help="until the run ends; exit with its status")
+def clusters_logs(cluster_id: str, follow: bool) -> None:
+    """The output of the script `remote-jobqueue run` started in CLUSTER_ID (yours)."""
+    from .cluster import RemoteHTCondorCluster
+
+    with exit_on_error():
+        cluster = RemoteHTCondorCluster.from_name(cluster_id, quiet=True)
+    sys.exit(_follow(cluster, follow))
+
+
+@clusters.command("fetch")
+@click.argument("cluster_id")
+@click.argument("path")
+@click.option("--to", "dest", type=click.Path(file_okay=False), default=".", help="directory")
+def clusters_fetch(cluster_id: str, path: str, dest: str) -> None:
+    """Bring back PATH, a file the run's script wrote (relative to its directory)."""
+    from pathlib import Path
+
+    from .cluster import RemoteHTCondorCluster
+
+    with exit_on_error():
+        cluster = RemoteHTCondorCluster.from_name(cluster_id, quiet=True)
+        try:
+            data = cluster.run_file(path)
+        finally:
+            cluster.close()
+        target = Path(dest) / Path(path).name
+        target.write_bytes(data)
+    click.echo(f"fetched {target} ({len(data)} bytes)")
 
 
 @main.command(

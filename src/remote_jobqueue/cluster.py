@@ -102,6 +102,7 @@ class RemoteHTCondorCluster(Cluster):
         idle_grace: float | None = None,
         idle_timeout: float | None = None,
         shutdown_on_close: bool = True,
+        driver: dict[str, Any] | None = None,
         asynchronous: bool = False,
         loop: Any = None,
         quiet: bool = False,
@@ -116,6 +117,13 @@ class RemoteHTCondorCluster(Cluster):
         self._attach = _attach
         self.cluster_id = _attach.cluster_id if _attach else f"rjq-{secrets.token_hex(6)}"
         self.shutdown_on_close = shutdown_on_close
+        #: A detached run's script (`remote-jobqueue run`): ``script`` (a local path), ``args``,
+        #: ``wall_time``, ``linger``; it runs next to the scheduler at the site.
+        self.driver = dict(driver) if driver else None
+        if self.driver and shutdown_on_close:
+            raise RemoteJobqueueError(
+                "a run's cluster must outlive its client: shutdown_on_close=False"
+            )
         self.idle_timeout = float(settings["idle-timeout"])
         extra = dict(settings["job-extra-directives"] or {})
         self.image = settings["image"] or self.site.image
@@ -248,7 +256,18 @@ class RemoteHTCondorCluster(Cluster):
             worker_failure_limit=int(self.settings["worker-failure-limit"]),
             idle_timeout=None if self.shutdown_on_close else self.idle_timeout,
             candidates=candidates,
+            driver=self._driver_spec(),
         )
+
+    def _driver_spec(self) -> dict[str, Any] | None:
+        if not self.driver:
+            return None
+        return {
+            "script": Path(self.driver["script"]).name,
+            "args": list(self.driver.get("args", ())),
+            "wall_time": self.driver.get("wall_time"),
+            "linger": float(self.driver.get("linger", 300)),
+        }
 
     def scheduler_job_description(self) -> dict[str, str]:
         return self.bundle_spec().submit_description()
@@ -310,6 +329,8 @@ class RemoteHTCondorCluster(Cluster):
         write_private_file(inputs / BEARER_TOKEN, bearer or "")
         write_private_file(inputs / CLUSTER_SECRET, self._claim_secret)
         (inputs / CONDOR_CA).write_text(self._condor_ca())
+        if self.driver:
+            shutil.copy(self.driver["script"], inputs / Path(self.driver["script"]).name)
         (inputs / TLS_CERT).write_text(self.security.tls_scheduler_cert)
         write_private_file(inputs / TLS_KEY, self.security.tls_scheduler_key)
         self._inputs = inputs
@@ -708,6 +729,19 @@ class RemoteHTCondorCluster(Cluster):
 
     async def _adapt_stop(self) -> dict[str, Any]:
         return await self.scheduler_comm.rjq_adapt_stop()
+
+    # A detached run -------------------------------------------------------------------
+    def run_status(self) -> dict[str, Any]:
+        """The run's script: ``state`` (running / done), ``returncode``, ``why`` it ended."""
+        return self.sync(self.scheduler_comm.rjq_run_status)
+
+    def run_log(self, offset: int = 0) -> dict[str, Any]:
+        """The script's output from byte ``offset`` on: ``text``, and the next ``offset``."""
+        return self.sync(self.scheduler_comm.rjq_run_log, offset=offset)
+
+    def run_file(self, path: str) -> bytes:
+        """A file the script wrote in its directory at the site."""
+        return self.sync(self.scheduler_comm.rjq_run_file, path=path)
 
     def jobs(self):
         """The worker jobs the site cluster keeps: target, each worker's job and state (held

@@ -180,6 +180,9 @@ class BundleSpec:
     #: For ``site="random"``: every site the job may land at, name → the requirements and the
     #: environment (nearest cache) its workers get once the bundle knows where it runs.
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: A detached run's driver (`remote-jobqueue run`): ``script`` (an input file), ``args``,
+    #: ``wall_time`` and ``linger`` (seconds the cluster stays after it, for its output).
+    driver: dict[str, Any] | None = None
 
     def scheduler_resources(self) -> tuple[int, int, int]:
         """(cpus, memory MB, disk KB): one core and 1 GiB, plus a resident worker's share."""
@@ -196,7 +199,9 @@ class BundleSpec:
             cluster_id=self.cluster_id,
             argv=["-m", "remote_jobqueue.bundle", BUNDLE_SPEC],
             resources=self.scheduler_resources(),
-            inputs=BUNDLE_INPUTS + ((TLS_CERT, TLS_KEY) if self.worker.tls else ()),
+            inputs=BUNDLE_INPUTS
+            + ((TLS_CERT, TLS_KEY) if self.worker.tls else ())
+            + ((self.driver["script"],) if self.driver else ()),
             output_stem="scheduler",
             worker=self.worker,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,17 @@ def parser(description: str | None) -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def dask_client(args: argparse.Namespace) -> Iterator[Any]:
     """A Dask client with ``args.workers`` workers where ``args`` says, or ``None``."""
+    from dask.distributed import Client, LocalCluster
+
+    if not (args.site or args.local_cluster) and os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        # Started by `remote-jobqueue run`, next to its cluster's scheduler.
+        with Client() as client:
+            client.wait_for_workers(args.workers, timeout=300)
+            yield client
+        return
     if not (args.site or args.local_cluster):
         yield None
         return
-    from dask.distributed import Client, LocalCluster
 
     if args.site:
         from .. import RemoteHTCondorCluster
@@ -52,6 +60,8 @@ def dask_client(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def describe(args: argparse.Namespace) -> str:
+    if not (args.site or args.local_cluster) and os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        return f"the run's cluster, {args.workers} worker(s)"
     if args.site:
         return f"site {args.site}, {args.workers} worker(s)"
     if args.local_cluster:

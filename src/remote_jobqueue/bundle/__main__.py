@@ -170,6 +170,12 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         site.scale(spec.n_workers)
     if forwarder is not None:
         await forwarder.start()
+    if spec.driver:
+        from .driver import Driver
+
+        agent.driver = Driver(scratch, spec.worker.python, spec.driver)
+        await agent.driver.start(scheduler.address)
+        agent.driver_task = asyncio.ensure_future(agent.follow_driver())
     if address_file is not None:
         tmp = address_file.with_suffix(".tmp")
         info = {"scheduler": scheduler.address, "dashboard_socket": str(dashboard or "")}

@@ -45,6 +45,9 @@ class SiteAgent:
         self.closing = asyncio.Event()
         self.close_reason = ""
         self._task: asyncio.Task | None = None
+        #: A detached run's script (see `driver.py`), if this cluster runs one.
+        self.driver: Any = None
+        self.driver_task: asyncio.Task | None = None
 
     def install(self) -> None:
         from distributed.utils import DequeHandler
@@ -64,6 +67,9 @@ class SiteAgent:
                 "rjq_jobs": self.handle_jobs,
                 "rjq_logs": self.handle_logs,
                 "rjq_info": self.handle_info,
+                "rjq_run_status": self.handle_run_status,
+                "rjq_run_log": self.handle_run_log,
+                "rjq_run_file": self.handle_run_file,
             }
         )
         self._task = asyncio.ensure_future(self._keep_lease())
@@ -192,10 +198,35 @@ class SiteAgent:
             "idle_timeout": self.idle_timeout,
         }
 
+    # A detached run ------------------------------------------------------------------
+    def _run(self) -> Any:
+        if self.driver is None:
+            raise ValueError("this cluster runs no script (it was not started by `run`)")
+        return self.driver
+
+    async def handle_run_status(self) -> dict[str, Any]:
+        return self._run().status()
+
+    async def handle_run_log(self, offset: int = 0) -> dict[str, Any]:
+        return self._run().read_log(offset)
+
+    async def handle_run_file(self, path: str) -> bytes:
+        return await asyncio.to_thread(self._run().read_file, path)
+
+    async def follow_driver(self) -> None:
+        """Once the script ends, linger for its logs and output files, then end."""
+        driver = self._run()
+        await driver.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), driver.linger)
+        await self.shutdown(f"the run finished: {driver.why}")
+
     # The lease ------------------------------------------------------------------------
     def _busy(self) -> bool:
         """A Dask client connected (other than the scheduler's own), or work in flight."""
         scheduler = self.scheduler
+        if self.driver is not None and self.driver.running:
+            return True
         if any(client != "fire-and-forget" for client in scheduler.clients):
             return True
         if getattr(scheduler, "queued", None) or getattr(scheduler, "unrunnable", None):
@@ -247,6 +278,8 @@ class SiteAgent:
         self.close_reason = reason
         logger.warning("shutting the cluster down: %s", reason)
         self.closing.set()
+        if self.driver is not None:
+            await self.driver.close()
         if self.cluster is not None:
             try:
                 await self.cluster.close()
