@@ -911,21 +911,21 @@ class RemoteHTCondorCluster(Cluster):
         self.status = Status.running if self.status == Status.failed else self.status
         with contextlib.suppress(Exception):
             await super()._close()
+        await self._close_tunnel()
+        self._remove_inputs()
+        self.status = Status.closed
+
+    async def _close_tunnel(self) -> None:
         if self._tunnel is not None:
             with contextlib.suppress(Exception):
                 await self._tunnel.close()
             self._tunnel = None
-        self._remove_inputs()
-        self.status = Status.closed
 
     async def _cleanup(self, reason: str, worker_clusters: set[int] = frozenset()) -> None:
         """Remove every job of the cluster, stop the tunnel and local processes, delete inputs."""
         if self.scheduler_job is not None:
             await self.scheduler_job.remove(reason, worker_clusters)
-        if self._tunnel is not None:
-            with contextlib.suppress(Exception):
-                await self._tunnel.close()
-            self._tunnel = None
+        await self._close_tunnel()
         if self._local_port is not None:
             await self._local_port.close()
             self._local_port = None

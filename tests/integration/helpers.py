@@ -111,3 +111,11 @@ def cli(cfg: FacilityConfig, user: str, *args: str, timeout: float = 120):
         text=True,
         timeout=timeout,
     )
+
+
+def jobs_of(cfg: FacilityConfig, cluster_id: str, attrs=("RjqRole",)) -> list:
+    """The ads of every job in the queue tagged with ``cluster_id`` (``attrs`` projected)."""
+    from remote_jobqueue import schedd as sched
+
+    schedd = sched.locate(cfg.collector, cfg.schedd_name)
+    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', list(attrs))

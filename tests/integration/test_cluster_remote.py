@@ -46,14 +46,9 @@ from remote_jobqueue.gateway.tunnel import Tunnel, TunnelAuthError
 from rjq_facility import gateway_service, issuer, lifecycle
 
 from ..waiting import wait_until
-from .helpers import cli, gateway_refusal, run_as, user_env
+from .helpers import cli, gateway_refusal, jobs_of, run_as, user_env
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def jobs_of(facility, cluster_id: str) -> list:
-    schedd = sched.locate(facility.collector, facility.schedd_name)
-    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', ["RjqRole"])
 
 
 def worker_addresses(client: Client) -> set[str]:

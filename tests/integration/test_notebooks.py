@@ -20,12 +20,11 @@ import pytest
 from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
-from remote_jobqueue import schedd as sched
 from remote_jobqueue.analysis import files, with_uproot
 from rjq_facility import dataset, xrootd
 
 from ..waiting import wait_until
-from .helpers import user_env
+from .helpers import jobs_of, user_env
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -61,11 +60,6 @@ def displayed(nb: nbformat.NotebookNode, cell_id: str) -> set[str]:
     """The MIME types the cell ``cell_id`` displayed."""
     (cell,) = (cell for cell in nb.cells if cell.get("id") == cell_id)
     return {mime for output in cell.outputs for mime in output.get("data", {})}
-
-
-def jobs_of(facility, cluster_id: str) -> list:
-    schedd = sched.locate(facility.collector, facility.schedd_name)
-    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', ["RjqRole"])
 
 
 def cluster_id(text: str) -> str:

@@ -28,14 +28,9 @@ from rjq_facility import issuer
 from rjq_facility.gateway_service import GATEWAY_AUDIENCE
 
 from ..waiting import wait_until
-from .helpers import cli, gateway_refusal, podman, python_job, run_as
+from .helpers import cli, gateway_refusal, jobs_of, podman, python_job, run_as
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def jobs_of(facility, cluster_id: str, attrs=("RjqRole",)) -> list:
-    schedd = sched.locate(facility.collector, facility.schedd_name)
-    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', list(attrs))
 
 
 def test_a_detached_cluster_is_attached_from_another_process_and_shut_down_there(facility, alice):

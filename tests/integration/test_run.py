@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from remote_jobqueue import schedd as sched
-
 from ..waiting import wait_until
-from .helpers import cli, user_env
+from .helpers import cli, jobs_of, user_env
 
 pytestmark = pytest.mark.timeout(420)
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
-
-
-def jobs_of(facility, cluster_id: str) -> list:
-    schedd = sched.locate(facility.collector, facility.schedd_name)
-    return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', ["RjqRole"])
 
 
 def _start_run(facility, *args: str) -> tuple[subprocess.Popen, str]:
