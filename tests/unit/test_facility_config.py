@@ -104,9 +104,17 @@ def test_the_host_forwards_the_hub_networks_packets_only_to_the_facilitys_networ
 
     cfg = FacilityConfig()
     rules = network.egress_rules(cfg)
-    own = [cfg.hub_subnet, *(s.subnet for s in cfg.sites if s.subnet)]
+    own = [cfg.hub_subnet, cfg.outside_subnet, *(s.subnet for s in cfg.sites if s.subnet)]
     assert f"ip saddr {cfg.hub_subnet} ip daddr != {{ {', '.join(own)} }} drop" in rules
     assert "hook forward" in rules
+
+
+def test_the_outside_machine_reaches_the_hub_network_and_nothing_else():
+    from rjq_facility import network
+
+    cfg = FacilityConfig()
+    rules = network.egress_rules(cfg)
+    assert f"ip saddr {cfg.outside_subnet} ip daddr != {cfg.hub_subnet} drop" in rules
 
 
 def test_every_network_of_the_facility_is_private_and_its_own():
@@ -115,6 +123,7 @@ def test_every_network_of_the_facility_is_private_and_its_own():
     cfg = FacilityConfig()
     nets = [ipaddress.ip_network(cfg.hub_subnet)]
     nets += [ipaddress.ip_network(s.subnet) for s in cfg.sites if s.private]
+    nets += [ipaddress.ip_network(cfg.outside_subnet)]
     assert all(net.is_private for net in nets)
     assert len({str(n) for n in nets}) == len(nets)
     for site in cfg.sites:

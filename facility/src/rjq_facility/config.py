@@ -80,6 +80,11 @@ class FacilityConfig:
     #: The XRootD origin's and the hub cache's containers.
     origin_address: str = "10.213.77.3"
     hub_cache_address: str = "10.213.77.4"
+    #: A machine outside the hub (a laptop, a login node elsewhere): a network namespace of
+    #: its own, ``outside_address`` on a /24 whose only way anywhere is the host, which
+    #: routes it to the hub network and nowhere else.
+    outside_netns: str = "rjq-outside"
+    outside_subnet_prefix: str = "10.213.90"
     uid_domain: str = "rjq.test"
     collector_port: int = 9618
     origin_port: int = 11094
@@ -107,6 +112,15 @@ class FacilityConfig:
     @property
     def hub_subnet(self) -> str:
         return f"{self.subnet_prefix}.0/24"
+
+    @property
+    def outside_subnet(self) -> str:
+        return f"{self.outside_subnet_prefix}.0/24"
+
+    @property
+    def outside_address(self) -> str:
+        """The outside machine's address (the host is ``.1`` on its link)."""
+        return f"{self.outside_subnet_prefix}.2"
 
     def router_hub_address(self, site: Site) -> str:
         """A site's NAT router on the hub network: what the hub side sees the site's

@@ -7,6 +7,10 @@ from the host) whose only way out is the site's NAT router, a container of ``doc
 networks: the site dials the hub side, masqueraded as the router, and nothing on the hub side
 can dial into the site (HTCondor's CCB carries the pool's own traffic back), as at a Tier-2.
 
+A machine *outside* the hub (a laptop) is a network namespace of its own, linked to the host by
+a veth pair: the host routes it to the hub network, as the internet would route a laptop to
+the facility's public addresses, and drops what it sends anywhere else.
+
 The host gets an *unreachable* route for every site network, so a try from the hub side fails
 at once; without it, this machine would send such packets to its default gateway. The router
 forwards only towards the hub network, and the host forwards nothing from the hub network but
@@ -38,14 +42,21 @@ class NetworkError(RuntimeError):
 
 def egress_rules(cfg: FacilityConfig) -> str:
     """Drop what the host would forward from the hub network to anywhere but the facility."""
-    own = ", ".join([cfg.hub_subnet, *(s.subnet for s in cfg.sites if s.subnet)])
+    own = ", ".join(
+        [cfg.hub_subnet, cfg.outside_subnet, *(s.subnet for s in cfg.sites if s.subnet)]
+    )
     return f"""table ip {EGRESS_TABLE} {{
     chain forward {{
         type filter hook forward priority -10; policy accept;
         ip saddr {cfg.hub_subnet} ip daddr != {{ {own} }} drop
+        ip saddr {cfg.outside_subnet} ip daddr != {cfg.hub_subnet} drop
     }}
 }}
 """
+
+
+#: The host's end of the outside machine's link (its own end is ``eth0`` in the namespace).
+OUTSIDE_LINK = "rjq-outside0"
 
 
 def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -91,6 +102,24 @@ def up(cfg: FacilityConfig, nat_image: str) -> None:
             _create_network(site.network, site.subnet, "--internal")
             _run(["ip", "route", "replace", "unreachable", site.subnet])
             _router_up(cfg, site, nat_image)
+    _outside_up(cfg)
+
+
+def _outside_up(cfg: FacilityConfig) -> None:
+    """The outside machine's namespace and its link to the host (idempotent)."""
+    ns = cfg.outside_netns
+    if ns in _run(["ip", "netns", "list"], check=False).stdout.split():
+        return
+    host_end = f"{cfg.outside_subnet_prefix}.1"
+    _run(["ip", "netns", "add", ns])
+    _run(["ip", "link", "add", OUTSIDE_LINK, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    _run(["ip", "addr", "add", f"{host_end}/24", "dev", OUTSIDE_LINK])
+    _run(["ip", "link", "set", OUTSIDE_LINK, "up"])
+    inside = ["ip", "netns", "exec", ns, "ip"]
+    _run([*inside, "addr", "add", f"{cfg.outside_address}/24", "dev", "eth0"])
+    _run([*inside, "link", "set", "eth0", "up"])
+    _run([*inside, "link", "set", "lo", "up"])
+    _run([*inside, "route", "add", "default", "via", host_end])
 
 
 def _router_up(cfg: FacilityConfig, site: Site, image: str) -> None:
@@ -138,6 +167,8 @@ def down(cfg: FacilityConfig) -> None:
     """Remove the routers, the networks, the routes and the namespace names (whatever exists).
 
     The containers on the networks must be gone first (``condor.down``)."""
+    # Deleting the namespace deletes its link, the host's end with it.
+    _run(["ip", "netns", "delete", cfg.outside_netns], check=False)
     for site in cfg.sites:
         if not site.private:
             continue
@@ -183,7 +214,10 @@ def status(cfg: FacilityConfig) -> dict:
         "networks": {
             name: _network_exists(name) for name in [cfg.hub_network, *(s.network for s in private)]
         },
-        "namespaces": {s.name: s.netns in namespaces for s in private},
+        "namespaces": {
+            **{s.name: s.netns in namespaces for s in private},
+            "outside": cfg.outside_netns in namespaces,
+        },
         "routers": {s.name: containers.running(router_name(s)) for s in private},
         "unreachable": {s.name: s.subnet in routes for s in private},
     }

@@ -127,4 +127,6 @@ def pids_in_netns(netns: str) -> list[int]:
 
 
 def pids_in_netns_any(cfg) -> list[int]:
-    return [pid for site in cfg.sites if site.netns for pid in pids_in_netns(site.netns)]
+    """Every process in one of the facility's namespaces: the sites' and the outside one."""
+    names = [site.netns for site in cfg.sites if site.netns] + [cfg.outside_netns]
+    return [pid for name in names for pid in pids_in_netns(name)]
