@@ -106,7 +106,9 @@ def sites_command() -> None:
 )
 @click.option("--scope", help="the scopes to ask for, space-separated (default: the issuer's)")
 @click.option(
-    "--audience", multiple=True, help="an audience of the token (repeatable; default: the issuer's)"
+    "--audience",
+    multiple=True,
+    help="an audience of the token (repeatable; default: login-audience)",
 )
 @click.option("--client-id", default="remote-jobqueue", show_default=True, help="the OIDC client")
 def login_command(
@@ -121,7 +123,8 @@ def login_command(
         issuer = issuer or config.get("issuer")
         if not issuer:
             raise RemoteJobqueueError("which issuer? Pass --issuer or set remote-jobqueue.issuer")
-        path = login(issuer, client_id, scope, audience, show=to_stderr)
+        audiences = list(audience) or list(config.get("login-audience") or ())
+        path = login(issuer, client_id, scope, audiences, show=to_stderr)
     click.echo(f"logged in: token in {path}")
 
 

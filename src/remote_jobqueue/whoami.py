@@ -78,15 +78,26 @@ def token_answer(token: str | None, source: str) -> Answer:
     return Answer(what, f"{names}, expires {expiry}, from {source}", ok)
 
 
-def gateway_answer(token: str | None, timeout: float = 10.0) -> Answer:
+def gateways() -> list[tuple[str, str]]:
+    """The gateways to ask, with their host keys: ``remote-jobqueue.gateway`` if set, else
+    each one the site catalogue names (a laptop's `configure` sets only the catalogue)."""
+    gateway, host_key = config.get("gateway"), config.get("gateway-host-key")
+    if gateway and host_key:
+        return [(gateway, host_key)]
+    from . import sites
+
+    found = {
+        (spec.gateway, spec.gateway_host_key): None
+        for spec in sites.catalogue().values()
+        if spec.gateway and spec.gateway_host_key
+    }
+    return list(found)  # type: ignore[arg-type]
+
+
+def gateway_answer(token: str | None, gateway: str, host_key: str, timeout: float = 10.0) -> Answer:
     """What the gateway's ``@whoami`` says of a login with ``token``."""
     from .gateway.tunnel import TunnelError, ask_whoami
 
-    gateway, host_key = config.get("gateway"), config.get("gateway-host-key")
-    if not (gateway and host_key):
-        return Answer(
-            "gateway", "not asked: remote-jobqueue.gateway and gateway-host-key are not set", False
-        )
     what = f"gateway {gateway}"
     if not token:
         return Answer(what, "not asked: no token", False)
@@ -106,31 +117,49 @@ def _identity(identity: dict[str, Any]) -> str:
     )
 
 
-def schedd_answer() -> Answer:
+def schedds() -> list[tuple[str | None, str | None]]:
+    """The (collector, schedd name) pairs of the catalogue's sites, each once; the pool's
+    default schedd when the catalogue names none."""
+    from . import sites
+
+    found = {
+        (spec.collector, spec.schedd): None
+        for spec in sites.catalogue().values()
+        if not spec.is_local and (spec.collector or spec.schedd)
+    }
+    return list(found) or [(None, None)]
+
+
+def schedd_answer(collector: str | None = None, name: str | None = None) -> Answer:
     """Whom the schedd maps us to (``MyRemoteUserName`` of a WRITE ping), when CONDOR_CONFIG
-    names a pool: the configured site's schedd, or the pool's first."""
+    names a pool (as `configure` arranges)."""
     if not os.environ.get("CONDOR_CONFIG"):
         return Answer("schedd", "not asked: CONDOR_CONFIG is not set", False)
     try:
         import htcondor2
 
-        from . import schedd, sites
+        from . import schedd
 
-        site = sites.resolve(None)
-        collector, name = (None, None) if site.is_local else (site.collector, site.schedd)
         location = schedd.locate_ad(collector, name)
         what = f"schedd {location.get('Name', name or '(any)')}"
         who = str(htcondor2.ping(location, "WRITE").get("MyRemoteUserName", ""))
     except Exception as err:
-        return Answer("schedd", f"cannot ask: {err}", False)
+        return Answer(f"schedd {name}" if name else "schedd", f"cannot ask: {err}", False)
     if not who or who.startswith("unauthenticated"):
         return Answer(what, f"does not know you ({who or 'no name'}): check your token", False)
     return Answer(what, who)
 
 
 def report(timeout: float = 10.0) -> Iterator[Answer]:
-    """The token, then the gateway, then the schedd: one answer each, as they come."""
+    """The token, then each gateway, then each schedd: one answer each, as they come."""
     token, source = current_token()
     yield token_answer(token, source)
-    yield gateway_answer(token, timeout)
-    yield schedd_answer()
+    found = gateways()
+    if not found:
+        yield Answer(
+            "gateway", "not asked: no site and no remote-jobqueue.gateway names one", False
+        )
+    for gateway, host_key in found:
+        yield gateway_answer(token, gateway, host_key, timeout)
+    for collector, name in schedds():
+        yield schedd_answer(collector, name)

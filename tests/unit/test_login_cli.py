@@ -102,7 +102,7 @@ def test_login_whoami_logout_whoami(home: Path, served: ServedIssuer) -> None:
     assert lines[0].startswith("token (claims not verified): preferred_username=alice sub=")
     assert f"iss={served.url}, expires " in lines[0] and f"from {token_file}" in lines[0]
     assert lines[1:] == [
-        "gateway: not asked: remote-jobqueue.gateway and gateway-host-key are not set",
+        "gateway: not asked: no site and no remote-jobqueue.gateway names one",
         "schedd: not asked: CONDOR_CONFIG is not set",
     ]
 
@@ -113,6 +113,21 @@ def test_login_whoami_logout_whoami(home: Path, served: ServedIssuer) -> None:
     after = invoke("whoami")
     assert after.exit_code == 1
     assert after.stdout.startswith("token: none found (WLCG discovery)")
+
+
+def test_login_asks_for_the_audiences_the_facility_published(
+    home: Path, served: ServedIssuer
+) -> None:
+    from remote_jobqueue.tokens import token_claims_unverified
+
+    approve_when_asked(served)
+    published = ["https://gateway.example.org", "pool.example.org"]
+    settings = {"remote-jobqueue.issuer": served.url, "remote-jobqueue.login-audience": published}
+    with dask.config.set(settings):
+        result = invoke("login")
+    assert result.exit_code == 0, result.output
+    token = (Path(os.environ["XDG_RUNTIME_DIR"]) / f"bt_u{UID}").read_text().strip()
+    assert token_claims_unverified(token)["aud"] == published
 
 
 def test_logout_with_nothing_stored_says_so(home: Path) -> None:
@@ -176,6 +191,52 @@ def test_whoami_says_who_the_gateway_takes_us_for(
         f"gateway {gateway.address}: alice (sub=0f3c-alice-sub iss={issuer.url})"
     )
     assert ", login until " in line
+
+
+def test_whoami_asks_the_gateway_the_site_catalogue_names(
+    home: Path, issuer: Issuer, tmp_path: Path
+) -> None:
+    """A laptop's `configure` writes only the catalogue: its gateway is the one to ask."""
+    served = GatewayThread(tmp_path / "gateway-host-key", issuer.url)
+    address = served.address
+    site = {
+        "collector": "cm.pool.test:9618",
+        "schedd": "hub@pool.test",
+        "requirements": 'TARGET.SiteName == "T2_X"',
+        "gateway": address,
+        "gateway-host-key": served.host_key,
+    }
+    try:
+        token_file(home, issuer.token())
+        with dask.config.set({"remote-jobqueue.sites": {"T2_X": site, "T2_Y": dict(site)}}):
+            result = invoke("whoami")
+    finally:
+        served.close()
+    gateway_lines = [line for line in result.stdout.splitlines() if line.startswith("gateway")]
+    assert len(gateway_lines) == 1, "two sites behind one gateway: asked once"
+    assert gateway_lines[0].startswith(f"gateway {address}: alice (sub=0f3c-alice-sub")
+
+
+def test_whoami_asks_each_schedd_of_the_catalogue_once(
+    home: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import htcondor2
+
+    token_file(home, issuer.token())
+    monkeypatch.setenv("CONDOR_CONFIG", "/dev/null")
+    monkeypatch.setattr(schedd, "locate_ad", lambda collector, name: {"Name": name})
+    monkeypatch.setattr(htcondor2, "ping", lambda ad, level: {"MyRemoteUserName": "alice@x"})
+
+    def site(schedd_name: str) -> dict[str, str]:
+        return {"collector": "cm:9618", "schedd": schedd_name, "requirements": "true"}
+
+    sites = {"A": site("one@x"), "B": site("one@x"), "C": site("two@x")}
+    with dask.config.set({"remote-jobqueue.sites": sites}):
+        result = invoke("whoami")
+    assert result.stdout.splitlines()[-2:] == [
+        "schedd one@x: alice@x",
+        "schedd two@x: alice@x",
+    ]
 
 
 def test_a_gateway_that_refuses_the_token_is_one_line_with_its_reason(

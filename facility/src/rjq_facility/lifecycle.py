@@ -186,11 +186,16 @@ def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
 
 def public_client_settings(cfg: FacilityConfig | None = None) -> dict:
     """What `remote-jobqueue configure` takes: the sites, the issuer, the pool (no secret)."""
-    from . import issuer, scitokens
+    from . import gateway_service, issuer, scitokens
 
     cfg = cfg or FacilityConfig()
+    audiences = [gateway_service.GATEWAY_AUDIENCE, scitokens.POOL_AUDIENCE]
     return {
-        "remote-jobqueue": {"sites": site_catalogue(cfg), "issuer": cfg.issuer_url},
+        "remote-jobqueue": {
+            "sites": site_catalogue(cfg),
+            "issuer": cfg.issuer_url,
+            "login-audience": audiences,
+        },
         "htcondor": {
             "collector": cfg.collector,
             "ca": scitokens.ca_file(cfg).read_text(),
