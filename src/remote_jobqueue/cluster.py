@@ -50,7 +50,9 @@ from .spec import (
     CREDENTIALS_PORT,
     DASHBOARD_PORT,
     JOB_PATH,
+    RUN_REFRESH_TOKEN,
     SCHEDULER_PORT,
+    SECRET_INPUTS,
     TLS_CERT,
     TLS_KEY,
     BundleSpec,
@@ -120,6 +122,10 @@ class RemoteHTCondorCluster(Cluster):
         #: A detached run's script (`remote-jobqueue run`): ``script`` (a local path), ``args``,
         #: ``wall_time``, ``linger``; it runs next to the scheduler at the site.
         self.driver = dict(driver) if driver else None
+        #: A run's renewal (see `run_token.py`): where, and (until the bundle has it) the
+        #: refresh token with which the bundle keeps its bearer token fresh.
+        self._renewal: dict[str, Any] | None = None
+        self._run_refresh: str | None = None
         if self.driver and shutdown_on_close:
             raise RemoteJobqueueError(
                 "a run's cluster must outlive its client: shutdown_on_close=False"
@@ -257,6 +263,7 @@ class RemoteHTCondorCluster(Cluster):
             idle_timeout=None if self.shutdown_on_close else self.idle_timeout,
             candidates=candidates,
             driver=self._driver_spec(),
+            renewal=self._renewal,
         )
 
     def _driver_spec(self) -> dict[str, Any] | None:
@@ -313,8 +320,10 @@ class RemoteHTCondorCluster(Cluster):
             else:
                 err = await self._with_crash_output(err)
                 await self._cleanup(f"start failed: {err}")
+                await self._revoke_run_refresh()
             self.status = Status.failed
             raise err
+        self._run_refresh = None  # the bundle has it, and revokes it when the cluster ends
         self.progress.update("running", self.scheduler_address)
         self.progress.done()
         self._tasks.append(asyncio.create_task(self._heartbeat()))
@@ -331,6 +340,8 @@ class RemoteHTCondorCluster(Cluster):
         (inputs / CONDOR_CA).write_text(self._condor_ca())
         if self.driver:
             shutil.copy(self.driver["script"], inputs / Path(self.driver["script"]).name)
+        if self._run_refresh:
+            write_private_file(inputs / RUN_REFRESH_TOKEN, self._run_refresh)
         (inputs / TLS_CERT).write_text(self.security.tls_scheduler_cert)
         write_private_file(inputs / TLS_KEY, self.security.tls_scheduler_key)
         self._inputs = inputs
@@ -345,7 +356,7 @@ class RemoteHTCondorCluster(Cluster):
         """After a spooled submission the schedd holds its own copy: ours of the secrets goes
         at once; the directory stays (0700) for the job's output, should it crash."""
         if self._inputs is not None:
-            for name in (BEARER_TOKEN, CLUSTER_SECRET, TLS_KEY):
+            for name in SECRET_INPUTS:
                 (self._inputs / name).unlink(missing_ok=True)
 
     async def _with_crash_output(self, err: BaseException) -> BaseException:
@@ -426,8 +437,18 @@ class RemoteHTCondorCluster(Cluster):
         bearer = self._bearer_token()
         self._bundle_token = bearer
         # The tunnel claims the cluster's name at the gateway before the job (and so the name)
-        # shows in the queue; both checks run at once.
-        await asyncio.gather(self._check_fits(), self._start_tunnel())
+        # shows in the queue; both checks (and a run's token exchange) run at once.
+        # All of them end before a failure is raised: a refresh token that arrived after the
+        # clean-up would never be revoked.
+        results = await asyncio.gather(
+            self._check_fits(),
+            self._start_tunnel(),
+            self._prepare_run_renewal(bearer),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         inputs = self._write_inputs(bearer)
         desc = {**self.scheduler_job_description(), "initialdir": str(inputs)}
         self.scheduler_job = SchedulerJob(self.site, desc, self.cluster_id)
@@ -440,6 +461,23 @@ class RemoteHTCondorCluster(Cluster):
         deadline = time.monotonic() + self.start_timeout
         await self.scheduler_job.wait_running(deadline, self.idle_grace, self.progress.update)
         return await self._reach_scheduler(deadline)
+
+    async def _prepare_run_renewal(self, bearer: str) -> None:
+        """A run outlives its client, and so the token it starts with: get the bundle a
+        refresh token of its own (see `run_token.py`)."""
+        from . import run_token
+
+        if self.driver:
+            self.progress.update("getting the run a refresh token")
+            self._renewal, self._run_refresh = await asyncio.to_thread(run_token.prepare, bearer)
+
+    async def _revoke_run_refresh(self) -> None:
+        """A start that failed leaves no live refresh token (the bundle revokes its own)."""
+        from . import run_token
+
+        refresh, self._run_refresh = self._run_refresh, None
+        if refresh and self._renewal:
+            await asyncio.to_thread(run_token.revoke, self._renewal, refresh)
 
     async def _start_tunnel(self, claim: bool = True) -> None:
         """The tunnel to the cluster's ports; ``claim``: take its name at the gateway first

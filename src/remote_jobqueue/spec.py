@@ -34,6 +34,10 @@ BEARER_TOKEN = "bearer-token"
 CLUSTER_SECRET = "cluster-secret"
 CONDOR_CA = "condor-ca.pem"
 BUNDLE_INPUTS = (BUNDLE_SPEC, BEARER_TOKEN, CLUSTER_SECRET, CONDOR_CA)
+#: A detached run's refresh token (see `run_token.py`), spooled only when the run has one.
+RUN_REFRESH_TOKEN = "run-refresh-token"
+#: The inputs that are secrets: 0600, and gone from the client's side once submitted.
+SECRET_INPUTS = (BEARER_TOKEN, CLUSTER_SECRET, TLS_KEY, RUN_REFRESH_TOKEN)
 
 #: Logical ports the bundle forwards through the gateway. A detachable cluster's bundle also
 #: hands its TLS pair to its owner (the gateway lets no one else open the port), so that a new
@@ -183,6 +187,9 @@ class BundleSpec:
     #: A detached run's driver (`remote-jobqueue run`): ``script`` (an input file), ``args``,
     #: ``wall_time`` and ``linger`` (seconds the cluster stays after it, for its output).
     driver: dict[str, Any] | None = None
+    #: Where a run's refresh token renews its bearer token: ``issuer`` and ``client_id``
+    #: (the token itself is the input file `RUN_REFRESH_TOKEN`, never here).
+    renewal: dict[str, str] | None = None
 
     def scheduler_resources(self) -> tuple[int, int, int]:
         """(cpus, memory MB, disk KB): one core and 1 GiB, plus a resident worker's share."""
@@ -201,7 +208,8 @@ class BundleSpec:
             resources=self.scheduler_resources(),
             inputs=BUNDLE_INPUTS
             + ((TLS_CERT, TLS_KEY) if self.worker.tls else ())
-            + ((self.driver["script"],) if self.driver else ()),
+            + ((self.driver["script"],) if self.driver else ())
+            + ((RUN_REFRESH_TOKEN,) if self.renewal else ()),
             output_stem="scheduler",
             worker=self.worker,
         )

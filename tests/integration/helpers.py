@@ -119,3 +119,26 @@ def jobs_of(cfg: FacilityConfig, cluster_id: str, attrs=("RjqRole",)) -> list:
 
     schedd = sched.locate(cfg.collector, cfg.schedd_name)
     return sched.job_ads(schedd, f'RjqClusterId == "{cluster_id}"', list(attrs))
+
+
+class IssuerLog:
+    """What the facility's issuer logs from now on (grants, revocations: never a token)."""
+
+    def __init__(self, cfg: FacilityConfig) -> None:
+        from rjq_facility import issuer
+
+        self.path = cfg.logs / f"{issuer.NAME}.log"
+        self.seen = len(self.path.read_text().splitlines())
+
+    def lines(self) -> list[str]:
+        return self.path.read_text().splitlines()[self.seen :]
+
+    def first_of(self, *texts: str) -> list[int]:
+        """For each text, the first new line that has it; AssertionError if one has none."""
+        lines = self.lines()
+        found = []
+        for text in texts:
+            at = [n for n, line in enumerate(lines) if text in line]
+            assert at, f"the issuer's log has no {text!r} since:\n" + "\n".join(lines)
+            found.append(at[0])
+        return found

@@ -300,3 +300,71 @@ def cleanup_runtime() -> None:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:2000]
+
+
+#: What a terminal prints besides text: colours, cursor moves, titles.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\r")
+
+
+class LabTerminal:
+    """A JupyterLab terminal of a user's server, driven as the lab's page drives it: the
+    REST API makes and deletes it, its websocket carries keystrokes and output. The token
+    goes in a header, never in the URL."""
+
+    def __init__(self, hub: Hub, user: str, token: str) -> None:
+        self.base = f"{hub.url}/user/{user}"
+        self.headers = {"Authorization": f"token {token}"}
+        self.name: str | None = None
+        self.output = ""
+        self._ws: Any = None
+
+    async def __aenter__(self) -> LabTerminal:
+        from tornado.httpclient import HTTPRequest
+        from tornado.websocket import websocket_connect
+
+        r = requests.post(f"{self.base}/api/terminals", headers=self.headers, timeout=30)
+        r.raise_for_status()
+        self.name = r.json()["name"]
+        url = f"{self.base.replace('http', 'ws', 1)}/terminals/websocket/{self.name}"
+        self._ws = await websocket_connect(HTTPRequest(url, headers=self.headers))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def type(self, line: str) -> None:
+        await self._ws.write_message(json.dumps(["stdin", line + "\r"]))
+
+    async def read_until(self, pattern: str, timeout: float, unless: str = "") -> re.Match:
+        """Read output until ``pattern`` (a regex) matches it; the match. Output matching
+        ``unless`` first fails at once."""
+        import asyncio
+
+        deadline = time.monotonic() + timeout
+        while not (found := re.search(pattern, self.output)):
+            if unless and re.search(unless, self.output):
+                raise AssertionError(f"{unless!r} in the terminal:\n{self.output[-3000:]}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {pattern!r} in the terminal:\n{self.output[-3000:]}")
+            try:
+                message = await asyncio.wait_for(self._ws.read_message(), left)
+            except TimeoutError:
+                continue
+            if message is None:
+                raise AssertionError(f"the terminal closed:\n{self.output[-3000:]}")
+            kind, *payload = json.loads(message)
+            if kind == "stdout":
+                self.output += _ANSI.sub("", payload[0])
+        return found
+
+    async def close(self) -> None:
+        """Close the terminal as the lab's "shut down" does: its processes get SIGHUP."""
+        if self.name is None:
+            return
+        self._ws.close()
+        r = requests.delete(
+            f"{self.base}/api/terminals/{self.name}", headers=self.headers, timeout=30
+        )
+        assert r.status_code in (204, 404), r.text
+        self.name = None

@@ -11,7 +11,10 @@ Specification (issue 4):
    and closes, authenticated by the spawned token alone (SciTokens at the schedd), and a
    root:// read goes through the cache;
 5. another user's server cannot read the token file;
-6. the gateway takes a user's JupyterHub API token (checked with the Hub) as that user.
+6. the gateway takes a user's JupyterHub API token (checked with the Hub) as that user;
+7. `remote-jobqueue run` typed in a JupyterLab terminal goes on when the terminal is shut
+   down, past the (60-second) token it started with; `clusters logs --follow` in a new
+   terminal shows its end and status; its refresh token is revoked when it ends.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, TokenValidator, write_priv
 from rjq_facility import issuer
 from rjq_facility.processes import wait_for_port
 
+from ..waiting import wait_until
+from .helpers import IssuerLog, jobs_of
 from .hub import (
     RUNTIME_BASE,
     Hub,
+    LabTerminal,
     cleanup_runtime,
     ensure_host_user,
     free_port,
@@ -128,6 +134,8 @@ def test_environment_carries_htcondor_gateway_sites_and_xrootd_settings(facility
     assert sites["T2_A"]["label"] == "HTCondor-T2_A"
     assert env["XROOT_PROXY"] == f"{facility.hub_cache_url}//"
     assert (Path(env["XRD_PLUGINCONFDIR"]) / "proxy.conf").exists()
+    # Kernels (`!remote-jobqueue ...`) find the commands installed beside the server's own.
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent)
 
 
 def test_site_picker_in_the_server_shows_the_catalogue(facility, alice):
@@ -271,6 +279,77 @@ def test_another_users_server_cannot_read_the_token_file(alice, bob):
 
 
 # 6. the gateway with Hub API tokens --------------------------------------------------------------
+
+
+# 7. a detached run from a JupyterLab terminal ------------------------------------------------
+
+#: Without renewal its cluster ends 10 s (the lease) after its last token does: at most 60 s
+#: after the start, plus one the client may have handed on before the terminal closed.
+OUTLIVES = """\
+import time
+from distributed import Client
+time.sleep(100)
+with Client() as client:
+    print("after the token:", client.submit(sum, range(10)).result())
+"""
+
+
+ACTIVATE = Path(sys.prefix) / "bin" / "activate"
+
+
+def test_a_run_from_a_lab_terminal_outlives_the_terminal_and_its_token(facility, hub, alice):
+    import asyncio
+
+    made = hub.call(
+        "POST",
+        "/users/alice/tokens",
+        json={"scopes": ["access:servers!user=alice"], "expires_in": 900, "note": "terminal"},
+    )
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    remember(token)
+    headers = {"Authorization": f"token {token}"}
+    saved = requests.put(  # as the lab's editor saves a file
+        f"{hub.url}/user/alice/api/contents/outlives.py",
+        json={"type": "file", "format": "text", "content": OUTLIVES},
+        headers=headers,
+        timeout=30,
+    )
+    assert saved.status_code in (200, 201), saved.text
+    issuer_log = IssuerLog(facility)
+
+    async def scenario() -> tuple[str, str]:
+        async with LabTerminal(hub, "alice", token) as terminal:
+            # A login shell (as Jupyter starts it) takes Debian's PATH from /etc/profile: the
+            # user activates the environment that has remote-jobqueue, as with any venv.
+            await terminal.type(f". {ACTIVATE}")
+            await terminal.type(
+                "DASK_REMOTE_JOBQUEUE__LEASE=10 "
+                "remote-jobqueue run --site T2_A --linger 60 outlives.py"
+            )
+            found = await terminal.read_until(
+                r"(rjq-[0-9a-f]{12}): running outlives.py", 180, unless=r"not found|error:"
+            )
+        cluster_id = found.group(1)  # the terminal is shut down: the run's command is gone
+        started = time.monotonic()
+        await asyncio.sleep(90)
+        assert jobs_of(facility, cluster_id), "the run goes on past the terminal and its token"
+        async with LabTerminal(hub, "alice", token) as terminal:
+            await terminal.type(f". {ACTIVATE}")
+            await terminal.type(f"remote-jobqueue clusters logs {cluster_id} --follow; echo st=$?")
+            await terminal.read_until(r"st=\d+", 240 - (time.monotonic() - started))
+            return cluster_id, terminal.output
+
+    cluster_id, output = asyncio.run(scenario())
+    assert "after the token: 45" in output
+    assert "the script exited with status 0" in output and "st=0" in output
+    wait_until(lambda: not jobs_of(facility, cluster_id), 150, "the cluster ends after the run")
+    exchange, refresh, revoked = issuer_log.first_of(
+        "grant=token-exchange client=remote-jobqueue user=alice",
+        "grant=refresh_token client=remote-jobqueue user=alice",
+        "revocation: client=remote-jobqueue user=alice",
+    )
+    assert exchange < refresh < revoked
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,17 @@ def test_the_mixin_wraps_a_cmd_of_none_around_the_default_command():
     assert spawner.cmd is None
 
 
+def test_a_local_servers_terminals_find_the_commands_installed_beside_it():
+    pytest.importorskip("jupyterhub")
+    from remote_jobqueue.spawner.local import SYSTEM_PATH, server_path
+
+    wrapped = ["/usr/bin/python3", "-m", "remote_jobqueue.spawner.refresher", "--"]
+    singleuser = "/opt/lab/bin/jupyterhub-singleuser"
+    assert server_path([*wrapped, singleuser, "--debug"]) == f"/opt/lab/bin:{SYSTEM_PATH}"
+    assert server_path([singleuser]) == f"/opt/lab/bin:{SYSTEM_PATH}"
+    assert server_path(["jupyterhub-singleuser"]) == server_path(None) == SYSTEM_PATH
+
+
 def test_the_mixin_asks_for_a_server_token_that_reads_auth_state():
     pytest.importorskip("jupyterhub")
     from remote_jobqueue.spawner import LocalProcessRemoteSpawner

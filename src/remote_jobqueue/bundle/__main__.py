@@ -2,7 +2,7 @@
 
 Input files arrive in the job's scratch directory: ``bundle.json`` (no secrets), the user's
 bearer token (to dial the gateway and, as a SciToken, to submit worker jobs), the cluster's
-secret (its claim at the gateway) and TLS key, all 0600.
+secret (its claim at the gateway) and TLS key, and a detached run's refresh token, all 0600.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..spec import (
     CONDOR_CA,
     CREDENTIALS_PORT,
     DASHBOARD_PORT,
+    RUN_REFRESH_TOKEN,
     SCHEDULER_PORT,
     TLS_CERT,
     TLS_KEY,
@@ -176,6 +177,9 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         agent.driver = Driver(scratch, spec.worker.python, spec.driver)
         await agent.driver.start(scheduler.address)
         agent.driver_task = asyncio.ensure_future(agent.follow_driver())
+    renewer = run_token_renewer(spec, scratch, agent)
+    if renewer is not None:
+        renewer.start()
     if address_file is not None:
         tmp = address_file.with_suffix(".tmp")
         info = {"scheduler": scheduler.address, "dashboard_socket": str(dashboard or "")}
@@ -192,12 +196,24 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
     if tracker is not None:
         await tracker.close()
         await tracker.remove_all("cluster closed by remote-jobqueue")
+    if renewer is not None:
+        await renewer.close()
     if forwarder is not None:
         await forwarder.close()
     if credentials is not None:
         await credentials.close()
     logger.info("bundle done: %s", agent.close_reason or "scheduler closed")
     return 0
+
+
+def run_token_renewer(spec: BundleSpec, scratch: Path, agent):
+    """A detached run's token renewer, if the client gave it a refresh token (`run_token.py`)."""
+    refresh = scratch / RUN_REFRESH_TOKEN
+    if not (spec.gateway and spec.renewal and refresh.exists()):
+        return None
+    from .token_renewer import TokenRenewer
+
+    return TokenRenewer(spec.renewal, refresh, scratch / BEARER_TOKEN, agent.renew_token)
 
 
 def credentials_server(spec: BundleSpec, scratch: Path):
@@ -271,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.spec.resolve().parent
     # Reads by the scheduler (and the resident worker, its child) go through the site's cache.
     use_nearest_cache(scratch / JOB_PLUGIN_DIR)
-    for secret in (scratch / BEARER_TOKEN, scratch / CLUSTER_SECRET, scratch / TLS_KEY):
+    secrets = [
+        scratch / name for name in (BEARER_TOKEN, CLUSTER_SECRET, TLS_KEY, RUN_REFRESH_TOKEN)
+    ]
+    for secret in secrets:
         if secret.exists():
             secret.chmod(0o600)
     if not args.local:
@@ -282,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(run(spec, scratch, args.local, args.address_file))
     finally:
         if args.local:  # the scratch directory is the client's: leave no secret in it
-            for secret in (scratch / BEARER_TOKEN, scratch / CLUSTER_SECRET, scratch / TLS_KEY):
+            for secret in secrets:
                 secret.unlink(missing_ok=True)
 
 

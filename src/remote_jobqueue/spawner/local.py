@@ -35,6 +35,23 @@ def prepare_private_dir(path: Path, uid: int, gid: int) -> None:
     path.chmod(0o700)
 
 
+#: What a login shell of a Debian user gets.
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def server_path(cmd: list[str] | None) -> str:
+    """The PATH of a server (and so of its terminals): the directory of its single-user
+    command first, where `remote-jobqueue` and `jupyter` are installed beside it, then the
+    system's. JupyterHub 5 passes no PATH of its own (`env_keep`), so without this a terminal
+    in the lab would not find the commands of the lab's own environment."""
+    cmd = list(cmd or [])
+    if "--" in cmd:  # wrapped in the refresher: the server's command comes after it
+        cmd = cmd[cmd.index("--") + 1 :]
+    if cmd and os.path.isabs(cmd[0]):
+        return f"{os.path.dirname(cmd[0])}:{SYSTEM_PATH}"
+    return SYSTEM_PATH
+
+
 class LocalProcessRemoteSpawner(RemoteJobqueueSpawnerMixin, LocalProcessSpawner):
     """`LocalProcessSpawner` with remote-jobqueue's token file, refresher and settings."""
 
@@ -44,6 +61,11 @@ class LocalProcessRemoteSpawner(RemoteJobqueueSpawnerMixin, LocalProcessSpawner)
         # Kept in memory only, to seed the token file at start.
         self._access_token = (auth_state or {}).get("access_token")
         await super().run_auth_state_hook(auth_state)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        env.setdefault("PATH", server_path(self.cmd))  # an operator's env_keep/environment wins
+        return env
 
     async def start(self) -> Any:
         user = pwd.getpwnam(self.user.name)
