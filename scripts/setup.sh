@@ -56,6 +56,21 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     echo "$want" > "$stamp"
 fi
 
+# The Dask HEP users of coffea's dask-awkward stack run (it pins dask < 2025.4): a second
+# environment with only what the cluster and analysis tests need, which scripts/test.sh runs
+# them in too. The sites mount whichever environment started the facility.
+OLDER_DASK=2025.3.1
+older=.venv-dask-2025.3
+want_older=$(printf '%s %s' "$want" "$OLDER_DASK" | sha256sum | cut -c1-16)
+if [ ! -x "$older/bin/python" ] || [ "$(cat "$older/.rjq-installed" 2>/dev/null)" != "$want_older" ]; then
+    echo "setup.sh: installing the project with dask $OLDER_DASK into $older" >&2
+    [ -x "$older/bin/python" ] || "$PYTHON" -m venv "$older"
+    "$older/bin/pip" install -q -U pip
+    "$older/bin/pip" install -q -e ".[cluster-tests]" "dask==$OLDER_DASK" "distributed==$OLDER_DASK"
+    "$older/bin/pip" install -q --no-deps -e ./facility
+    echo "$want_older" > "$older/.rjq-installed"
+fi
+
 # The JupyterLab extension (prebuilt into the package, linked into .venv), and the browser
 # test's playwright-core (it drives Debian's chromium).
 bash scripts/build-labextension.sh

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import pytest
 
 from rjq_facility import lifecycle
 from rjq_facility.config import FacilityConfig
+
+
+def pytest_report_header() -> str:
+    """Which Dask this session tests (scripts/test.sh runs some tests on two)."""
+    import dask
+    import distributed
+
+    return f"dask {dask.__version__}, distributed {distributed.__version__}, {sys.prefix}"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

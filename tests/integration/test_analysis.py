@@ -5,7 +5,9 @@ Specification (issue 5):
    T2_A's own cache, while the same read from the notebook side goes through the hub's cache;
 2. each example analysis (uproot/awkward, ROOT RDataFrame) gives exactly the same histogram
    contents on a cluster at T2_A as in one local process, and reports events processed and
-   events per second.
+   events per second;
+3. so does the ttbar analysis (coffea's processor on the cluster's Client), over the ttbar and
+   W+jets samples at the origin, with its systematic variations.
 
 The examples run as separate processes, with alice's client settings, as a user would run them:
 ROOT's bundled XRootD client must not share a process with the Python ``XRootD`` bindings.
@@ -23,9 +25,9 @@ from dask.distributed import Client
 
 from remote_jobqueue import RemoteHTCondorCluster
 from remote_jobqueue import schedd as sched
-from remote_jobqueue.analysis import dimuon
+from remote_jobqueue.analysis import dimuon, ttbar
 from remote_jobqueue.data import data_server, to_url
-from rjq_facility import dataset, xrootd
+from rjq_facility import dataset, ttbar_dataset, xrootd
 
 from .helpers import user_env
 
@@ -111,3 +113,20 @@ def test_uproot_and_rdataframe_give_identical_histograms(run_example):
     by_root = run_example("dimuon_rdataframe.py")
     assert by_uproot["events"] == by_root["events"]
     assert by_uproot["counts"] == by_root["counts"]
+
+
+def test_the_ttbar_analysis_gives_the_same_histograms_at_T2_A_as_in_one_local_process(
+    facility, run_example
+):
+    local = run_example("ttbar_coffea.py")
+    remote = run_example("ttbar_coffea.py", "--site", "T2_A", "--workers", "2")
+    manifest = ttbar_dataset.read_manifest(xrootd.origin_data_dir(facility))
+    expected = {sample: 0 for sample in ttbar.SAMPLES}
+    for entry in manifest["files"]:
+        expected[entry["sample"]] += entry["events"]
+    assert local["events"] == remote["events"] == expected
+    assert local["engine"] == "coffea, one process" and remote["engine"] == "coffea on Dask"
+    assert ttbar.differences(local, remote) == []
+    assert len(local["values"]) == 25 and local["variations"] == list(ttbar.VARIATIONS)
+    # Not two empty histograms: ttbar events in 4j2b (observable, region, process, variation).
+    assert sum(bins[1][0][0] for bins in local["values"]) > 1000

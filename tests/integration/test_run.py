@@ -5,10 +5,10 @@ Specification:
   run going; `clusters logs ID --follow` from a new process shows its output to the end and
   exits with the script's status; `clusters fetch` brings back the PNG it wrote; the cluster
   ends by itself after its linger time, leaving no job;
-- a script that fails shows its traceback through `clusters logs` and a non-zero status;
-- a run outlives the access token it started with, with no client attached: the bundle
-  renews the token with the run's own refresh token (obtained by exchange at the start), and
-  revokes that refresh token when the cluster ends.
+- a script that fails shows its traceback through `clusters logs` and a non-zero status.
+
+A run outliving the token it started with (no client attached, the bundle renewing it with
+the run's own refresh token) is `test_spawner.py`'s run from a JupyterLab terminal.
 """
 
 from __future__ import annotations
@@ -17,27 +17,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from remote_jobqueue.tokens import write_token_file
-from rjq_facility import gateway_service, issuer, scitokens
-
 from ..waiting import wait_until
-from .helpers import IssuerLog, cli, jobs_of, user_env
+from .helpers import cli, jobs_of, user_env
 
 pytestmark = pytest.mark.timeout(420)
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
-def _start_run(facility, *args: str, env=None) -> tuple[subprocess.Popen, str]:
+def _start_run(facility, *args: str) -> tuple[subprocess.Popen, str]:
     command = str(Path(sys.executable).with_name("remote-jobqueue"))
     proc = subprocess.Popen(
         [command, "run", *args],
-        env={**user_env(facility, "alice"), "PYTHONUNBUFFERED": "1", **(env or {})},
+        env={**user_env(facility, "alice"), "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -91,58 +87,3 @@ def test_a_failing_script_shows_its_traceback_and_status(facility, alice, tmp_pa
     finally:
         proc.kill()
     wait_until(lambda: not jobs_of(facility, cluster_id), 90, "the cluster ends after the run")
-
-
-def test_a_detached_run_outlives_its_token_and_revokes_its_refresh_token(facility, alice, tmp_path):
-    audience = [gateway_service.GATEWAY_AUDIENCE, scitokens.POOL_AUDIENCE]
-    short = issuer.password_grant(facility, "alice", audience=audience, expires_in=40)
-    token_file = tmp_path / "short-token"
-    write_token_file(token_file, short["access_token"])
-    script = tmp_path / "outlives.py"
-    # Without renewal the bundle ends 10 s (the lease) after the token does, at 50 s at most.
-    script.write_text(
-        "import time\n"
-        "from distributed import Client\n"
-        "time.sleep(60)\n"
-        "with Client() as client:\n"
-        "    print('after the token:', client.submit(sum, range(10)).result())\n"
-    )
-    issuer_log = IssuerLog(facility)
-    settings = {
-        "DASK_REMOTE_JOBQUEUE__TOKEN_FILE": str(token_file),
-        "DASK_REMOTE_JOBQUEUE__LEASE": "10",
-    }
-    proc, cluster_id = _start_run(
-        facility, "--site", "T2_A", "--linger", "60", str(script), env=settings
-    )
-    try:
-        os.kill(proc.pid, signal.SIGKILL)  # nobody attached from now on: nobody offers tokens
-        proc.wait()
-        wait_until(
-            lambda: time.time() > short["expires_in"] + issued_at(short) + 25,
-            120,
-            "the run's first token expired (and the lease since)",
-        )
-        assert jobs_of(facility, cluster_id), "the run goes on past its first token"
-
-        logs = cli(facility, "alice", "clusters", "logs", cluster_id, "--follow", timeout=200)
-        assert logs.returncode == 0, logs.stderr
-        assert "after the token: 45" in logs.stdout
-        assert "the script exited with status 0" in logs.stderr
-    finally:
-        proc.kill()
-    wait_until(lambda: not jobs_of(facility, cluster_id), 150, "the cluster ends after the run")
-
-    # The run's refresh token came from an exchange, renewed the token, and was revoked.
-    exchange, refresh, revoked = issuer_log.first_of(
-        "grant=token-exchange client=remote-jobqueue user=alice",
-        "grant=refresh_token client=remote-jobqueue user=alice",
-        "revocation: client=remote-jobqueue user=alice",
-    )
-    assert exchange < refresh < revoked
-
-
-def issued_at(response: dict) -> float:
-    from remote_jobqueue.tokens import token_claims_unverified
-
-    return float(token_claims_unverified(response["access_token"])["iat"])

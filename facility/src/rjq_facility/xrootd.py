@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rjq_facility import containers, dataset
+from rjq_facility import containers, dataset, ttbar_dataset
 from rjq_facility.config import FacilityConfig
 from rjq_facility.containers import slug
 from rjq_facility.network import LABEL
@@ -150,9 +150,10 @@ def up(
     owner = user_in(image, XROOTD_USER)
     data = origin_data_dir(cfg)
     data.mkdir(parents=True, exist_ok=True)
-    before = dataset.read_manifest(data)
+    before = dataset.read_manifest(data), ttbar_dataset.read_manifest(data)
     dataset.generate(data, events=events, files=files)
-    data_changed = dataset.read_manifest(data) != before
+    ttbar_dataset.generate(data)
+    data_changed = (dataset.read_manifest(data), ttbar_dataset.read_manifest(data)) != before
 
     started: set[str] = set()
     for server in servers(cfg):
