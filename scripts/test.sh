@@ -11,7 +11,9 @@ status=0
 # The whole suite (no arguments) also runs the cluster and analysis tests on the older Dask
 # that coffea's dask-awkward stack pins (see setup.sh); not the RDataFrame example, whose ROOT
 # wheel that environment does not carry.
-if [ $# -eq 0 ]; then
+# With RJQ_KEEP_FACILITY (development) it is skipped: it would restart the kept facility on
+# the other environment.
+if [ $# -eq 0 ] && [ -z "${RJQ_KEEP_FACILITY:-}" ]; then
     .venv-dask-2025.3/bin/python -m pytest -p no:cacheprovider -k "not rdataframe" \
         tests/integration/test_cluster_local.py tests/integration/test_cluster_remote.py \
         tests/integration/test_analysis.py || status=$?

@@ -319,8 +319,10 @@ class RemoteHTCondorCluster(Cluster):
                 await self._release()
             else:
                 err = await self._with_crash_output(err)
-                await self._cleanup(f"start failed: {err}")
-                await self._revoke_run_refresh()
+                try:
+                    await self._cleanup(f"start failed: {err}")
+                finally:
+                    await self._revoke_run_refresh()
             self.status = Status.failed
             raise err
         self._run_refresh = None  # the bundle has it, and revokes it when the cluster ends
@@ -467,17 +469,28 @@ class RemoteHTCondorCluster(Cluster):
         refresh token of its own (see `run_token.py`)."""
         from . import run_token
 
-        if self.driver:
-            self.progress.update("getting the run a refresh token")
-            self._renewal, self._run_refresh = await asyncio.to_thread(run_token.prepare, bearer)
+        if not self.driver:
+            return
+        self.progress.update("getting the run a refresh token")
+        exchange = run_token.Exchange(bearer)
+        try:
+            self._renewal, self._run_refresh = await asyncio.to_thread(exchange.run)
+        except asyncio.CancelledError:  # the thread goes on: what it gets is revoked
+            exchange.abandon()
+            raise
 
     async def _revoke_run_refresh(self) -> None:
         """A start that failed leaves no live refresh token (the bundle revokes its own)."""
         from . import run_token
 
         refresh, self._run_refresh = self._run_refresh, None
-        if refresh and self._renewal:
-            await asyncio.to_thread(run_token.revoke, self._renewal, refresh)
+        if not (refresh and self._renewal):
+            return
+        if not await asyncio.to_thread(run_token.revoke, self._renewal, refresh):
+            logger.warning(
+                "could not revoke the failed run's refresh token at %s; it expires there",
+                self._renewal["issuer"],
+            )
 
     async def _start_tunnel(self, claim: bool = True) -> None:
         """The tunnel to the cluster's ports; ``claim``: take its name at the gateway first

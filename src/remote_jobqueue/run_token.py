@@ -12,6 +12,7 @@ token when the cluster ends, so nothing that outlives the run is left behind.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from typing import Any
 
@@ -90,3 +91,37 @@ def revoke(renewal: dict[str, Any], refresh_token: str, *, timeout: float = 10.0
             )
             return True
     return False
+
+
+class Exchange:
+    """`prepare` for a caller that may give up (Ctrl-C while the cluster starts): what the
+    exchange got is revoked, by whichever side learns last that nobody will use it."""
+
+    def __init__(self, access_token: str) -> None:
+        self.access_token = access_token
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._got: tuple[dict[str, Any] | None, str | None] = (None, None)
+
+    def run(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The exchange (blocking; run it in a thread)."""
+        got = prepare(self.access_token)
+        with self._lock:
+            if not self._abandoned:
+                self._got = got
+                return got
+        _revoke_in_background(got)
+        return None, None
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            got, self._got = self._got, (None, None)
+        _revoke_in_background(got)
+
+
+def _revoke_in_background(got: tuple[dict[str, Any] | None, str | None]) -> None:
+    """Not a daemon thread: the process waits for it at exit (at most the timeout)."""
+    renewal, refresh = got
+    if renewal and refresh:
+        threading.Thread(target=revoke, args=(renewal, refresh), name="revoke-run-token").start()

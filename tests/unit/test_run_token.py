@@ -9,7 +9,8 @@ Specification:
   one) before it expires, keeps a rotated refresh token 0600, and hands the new access token to
   the agent (which keeps it only if the gateway takes it);
 - a refresh token the issuer refuses stops the renewer with an error in the bundle's log;
-- when the cluster ends the refresh token is revoked at the issuer and deleted;
+- when the cluster ends the refresh token is revoked at the issuer and deleted; so is it when
+  the start fails, or is given up while the exchange is still under way;
 - the refresh token travels as an input file of its own, never in the bundle's spec.
 """
 
@@ -87,6 +88,48 @@ def test_revoke_ends_the_refresh_token(served):
     assert not served.refresh_works(refresh)
 
 
+async def test_a_failed_start_revokes_the_runs_refresh_token(served):
+    from types import SimpleNamespace
+
+    from remote_jobqueue.cluster import RemoteHTCondorCluster
+
+    renewal, refresh = run_token.exchange_for_run(access_token(served))
+    cluster = SimpleNamespace(_renewal=renewal, _run_refresh=refresh)
+    await RemoteHTCondorCluster._revoke_run_refresh(cluster)
+    assert cluster._run_refresh is None
+    assert not served.refresh_works(refresh)
+
+
+def _join_revocations() -> None:
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "revoke-run-token":
+            thread.join(10)
+
+
+@pytest.mark.parametrize("abandoned", ["before it ends", "after it ended"])
+def test_an_exchange_given_up_leaves_no_live_refresh_token(served, abandoned, monkeypatch):
+    got: list[str] = []
+    exchange_for_run = run_token.exchange_for_run
+
+    def recording(token, **kwargs):
+        renewal, refresh = exchange_for_run(token, **kwargs)
+        got.append(refresh)
+        return renewal, refresh
+
+    monkeypatch.setattr(run_token, "exchange_for_run", recording)
+    exchange = run_token.Exchange(access_token(served))
+    if abandoned == "before it ends":
+        exchange.abandon()
+        assert exchange.run() == (None, None)
+    else:
+        assert exchange.run()[1] == got[0]
+        exchange.abandon()
+    _join_revocations()
+    assert got and not served.refresh_works(got[0])
+
+
 def _renewer(tmp_path: Path, served: ServedIssuer, token: str, taken: list[str], answer=True):
     renewal, refresh = run_token.exchange_for_run(token)
     refresh_file, token_file = tmp_path / RUN_REFRESH_TOKEN, tmp_path / "bearer-token"
@@ -131,7 +174,7 @@ def test_renew_once_hands_on_a_longer_token_and_keeps_the_rotated_refresh_token_
 def test_a_refused_refresh_token_stops_the_renewer_with_an_error(served, tmp_path, caplog):
     taken: list[str] = []
     renewer = _renewer(tmp_path, served, access_token(served, expires_in=4), taken)
-    run_token.revoke(renewer_renewal(renewer), renewer.refresh_file.read_text())
+    run_token.revoke(renewer.renewal, renewer.refresh_file.read_text())
 
     async def main() -> None:
         renewer.start()
@@ -142,10 +185,6 @@ def test_a_refused_refresh_token_stops_the_renewer_with_an_error(served, tmp_pat
     assert not taken
     assert "the run's refresh token was refused" in caplog.text
     assert "invalid_grant" in caplog.text
-
-
-def renewer_renewal(renewer: TokenRenewer) -> dict[str, str]:
-    return {"issuer": renewer.issuer, "client_id": renewer.client_id}
 
 
 def test_close_revokes_and_deletes_the_refresh_token(served, tmp_path):
@@ -159,6 +198,36 @@ def test_close_revokes_and_deletes_the_refresh_token(served, tmp_path):
     asyncio.run(main())
     assert not renewer.refresh_file.exists()
     assert not served.refresh_works(refresh)
+
+
+def test_close_during_a_renewal_revokes_the_rotated_refresh_token(served, tmp_path, monkeypatch):
+    """The issuer has rotated the refresh token, but its answer is still on the way."""
+    import threading
+
+    from remote_jobqueue.bundle import token_renewer
+
+    rotated: list[str] = []
+    answered = threading.Event()
+    refresh = token_renewer.tokens.refresh_access_token
+
+    def slow_answer(*args, **kwargs):
+        response = refresh(*args, **kwargs)
+        rotated.append(response["refresh_token"])
+        answered.set()
+        time.sleep(1)
+        return response
+
+    monkeypatch.setattr(token_renewer.tokens, "refresh_access_token", slow_answer)
+    renewer = _renewer(tmp_path, served, access_token(served, expires_in=4), [])
+
+    async def main() -> None:
+        renewer.start()
+        await asyncio.to_thread(answered.wait, 10)
+        await renewer.close()
+
+    asyncio.run(main())
+    assert rotated and not served.refresh_works(rotated[0])
+    assert not renewer.refresh_file.exists()
 
 
 def test_the_refresh_token_is_an_input_file_of_its_own_never_in_the_spec():

@@ -161,6 +161,7 @@ def test_a_local_servers_terminals_find_the_commands_installed_beside_it():
     singleuser = "/opt/lab/bin/jupyterhub-singleuser"
     assert server_path([*wrapped, singleuser, "--debug"]) == f"/opt/lab/bin:{SYSTEM_PATH}"
     assert server_path([singleuser]) == f"/opt/lab/bin:{SYSTEM_PATH}"
+    assert server_path([*wrapped, "jupyterhub-singleuser"]) == f"/usr/bin:{SYSTEM_PATH}"
     assert server_path(["jupyterhub-singleuser"]) == server_path(None) == SYSTEM_PATH
 
 

@@ -27,6 +27,7 @@ from ..spec import (
     DASHBOARD_PORT,
     RUN_REFRESH_TOKEN,
     SCHEDULER_PORT,
+    SECRET_INPUTS,
     TLS_CERT,
     TLS_KEY,
     BundleSpec,
@@ -192,12 +193,16 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         loop.add_signal_handler(
             sig, lambda s=sig: asyncio.ensure_future(agent.shutdown(f"received {s.name}"))
         )
-    await scheduler.finished()
+    try:
+        await scheduler.finished()
+    finally:
+        # First, and whatever happens: the run's refresh token must not outlive it (the access
+        # token it last got still removes the worker jobs below).
+        if renewer is not None:
+            await renewer.close()
     if tracker is not None:
         await tracker.close()
         await tracker.remove_all("cluster closed by remote-jobqueue")
-    if renewer is not None:
-        await renewer.close()
     if forwarder is not None:
         await forwarder.close()
     if credentials is not None:
@@ -287,9 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = args.spec.resolve().parent
     # Reads by the scheduler (and the resident worker, its child) go through the site's cache.
     use_nearest_cache(scratch / JOB_PLUGIN_DIR)
-    secrets = [
-        scratch / name for name in (BEARER_TOKEN, CLUSTER_SECRET, TLS_KEY, RUN_REFRESH_TOKEN)
-    ]
+    secrets = [scratch / name for name in SECRET_INPUTS]
     for secret in secrets:
         if secret.exists():
             secret.chmod(0o600)

@@ -38,10 +38,14 @@ class TokenRenewer:
         *,
         timeout: float = 10.0,
     ) -> None:
+        self.renewal = renewal
         self.issuer, self.client_id = renewal["issuer"], renewal["client_id"]
         self.refresh_file, self.token_file = refresh_file, token_file
         self.renew_token, self.timeout = renew_token, timeout
         self._task: asyncio.Task | None = None
+        #: The renewal in flight, if any: `close` lets it finish, since the issuer may already
+        #: have rotated the refresh token it uses (the new one is only known once it returns).
+        self._renewal: asyncio.Future[bool] | None = None
 
     def due_in(self, now: float | None = None) -> float:
         """Seconds until the current access token should be renewed (0: now)."""
@@ -77,7 +81,8 @@ class TokenRenewer:
         while True:
             await asyncio.sleep(self.due_in())
             try:
-                if await self.renew_once():
+                self._renewal = asyncio.ensure_future(self.renew_once())
+                if await asyncio.shield(self._renewal):
                     continue
                 logger.warning("the renewed bearer token was not taken; trying again")
             except tokens.TokenRequestError as err:
@@ -91,6 +96,10 @@ class TokenRenewer:
                 logger.warning("renewing the bearer token failed: %s; trying again", err)
             except (tokens.TokenError, OSError, KeyError) as err:
                 logger.warning("renewing the bearer token failed: %s; trying again", err)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the type only: a message could quote a token
+                logger.warning("renewing the bearer token failed (%s); trying again", type(err))
             await asyncio.sleep(RETRY)
 
     def start(self) -> None:
@@ -104,9 +113,11 @@ class TokenRenewer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._renewal is not None and not self._renewal.done():
+            with contextlib.suppress(Exception):  # bounded by the requests' timeouts
+                await asyncio.wait_for(self._renewal, 3 * self.timeout)
         with contextlib.suppress(OSError):
             refresh = self.refresh_file.read_text().strip()
-            renewal = {"issuer": self.issuer, "client_id": self.client_id}
-            if refresh and not await asyncio.to_thread(revoke, renewal, refresh):
+            if refresh and not await asyncio.to_thread(revoke, self.renewal, refresh):
                 logger.warning("could not revoke the run's refresh token at %s", self.issuer)
         self.refresh_file.unlink(missing_ok=True)

@@ -40,13 +40,17 @@ SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def server_path(cmd: list[str] | None) -> str:
-    """The PATH of a server (and so of its terminals): the directory of its single-user
-    command first, where `remote-jobqueue` and `jupyter` are installed beside it, then the
-    system's. JupyterHub 5 passes no PATH of its own (`env_keep`), so without this a terminal
-    in the lab would not find the commands of the lab's own environment."""
+    """The PATH of a server (and so of its kernels): the directory of its single-user command
+    first, where `remote-jobqueue` and `jupyter` are installed beside it, then the system's.
+    JupyterHub (5 and later) passes no PATH of its own (`env_keep`), so without this
+    ``!remote-jobqueue ...`` in a notebook would not find the lab environment's commands.
+    (Terminals are login shells: `/etc/profile` sets theirs.) A relative command falls back
+    to the refresher's interpreter's directory, the same environment."""
     cmd = list(cmd or [])
     if "--" in cmd:  # wrapped in the refresher: the server's command comes after it
-        cmd = cmd[cmd.index("--") + 1 :]
+        wrapper, cmd = cmd[: cmd.index("--")], cmd[cmd.index("--") + 1 :]
+        if not (cmd and os.path.isabs(cmd[0])):
+            cmd = wrapper
     if cmd and os.path.isabs(cmd[0]):
         return f"{os.path.dirname(cmd[0])}:{SYSTEM_PATH}"
     return SYSTEM_PATH
