@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,11 @@ def events_per_file(events: int, files: int) -> list[int]:
     return [base + (i < rest) for i in range(files)]
 
 
-def read_manifest(data_root: Path) -> dict[str, Any] | None:
-    """What the last :func:`generate` wrote into ``data_root`` (``None`` if nothing)."""
+def read_manifest(data_root: Path, name: str = MANIFEST) -> dict[str, Any] | None:
+    """What the last :func:`generate` (or another generator, by its manifest's ``name``) wrote
+    into ``data_root`` (``None`` if nothing)."""
     try:
-        return json.loads((data_root / MANIFEST).read_text())
+        return json.loads((data_root / name).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -89,14 +91,19 @@ def _sizes_match(paths: list[Path], manifest: dict[str, Any]) -> bool:
 
 
 def _write_file(path: Path, rng: np.random.Generator, first: int, count: int) -> None:
+    starts = range(0, count, CHUNK)
+    write_events(path, (_events(rng, first + s, min(CHUNK, count - s)) for s in starts))
+
+
+def write_events(path: Path, chunks: Iterable[dict[str, Any]]) -> None:
+    """A TTree ``Events`` of ``chunks`` (one basket per branch each), written atomically."""
     import uproot
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with uproot.recreate(tmp) as out:
         tree = None
-        for start in range(0, count, CHUNK):
-            chunk = _events(rng, first + start, min(CHUNK, count - start))
+        for chunk in chunks:
             if tree is None:
                 tree = out.mktree("Events", {k: v.type for k, v in chunk.items()})
             tree.extend(chunk)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from . import dataset
 from .dataset import CHUNK, _collection, _sizes_match, events_per_file
 
 GENERATOR_VERSION = 1
@@ -47,10 +48,7 @@ def sample_lfns(sample: str) -> list[str]:
 
 
 def read_manifest(data_root: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((data_root / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return dataset.read_manifest(data_root, MANIFEST)
 
 
 def generate(data_root: Path) -> list[Path]:
@@ -82,19 +80,11 @@ def generate(data_root: Path) -> list[Path]:
 
 
 def _write(path: Path, rng: np.random.Generator, sample: str, first: int, count: int) -> None:
-    import uproot
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     make = _ttbar if sample == "TTToSemiLeptonic" else _wjets
-    with uproot.recreate(tmp) as out:
-        tree = None
-        for start in range(0, count, CHUNK):
-            chunk = _as_branches(make(rng, min(CHUNK, count - start)), first + start)
-            if tree is None:
-                tree = out.mktree("Events", {k: v.type for k, v in chunk.items()})
-            tree.extend(chunk)
-    os.replace(tmp, path)
+    starts = range(0, count, CHUNK)
+    dataset.write_events(
+        path, (_as_branches(make(rng, min(CHUNK, count - s)), first + s) for s in starts)
+    )
 
 
 # Kinematics ------------------------------------------------------------------------------------
