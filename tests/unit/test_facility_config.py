@@ -90,6 +90,8 @@ def test_a_remote_sites_node_is_on_its_network_behind_its_router(tmp_path):
     assert f"--env=RJQ_ROUTER={site.router}" in argv
     assert f"--volume={tmp_path}:{tmp_path}:ro" in argv
     assert not any(cfg.hub_network in arg for arg in argv)
+    # No DNS server answers at a site: lookups must fail at once, not after 2 x 5 s.
+    assert "--dns=127.0.0.1" in argv
 
 
 def test_the_pool_container_is_on_the_hub_network():
