@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +45,17 @@ def _host_port(url: str) -> str:
     return host
 
 
+def proxy_prefix(cache: str) -> str:
+    """``XROOT_PROXY`` for a cache, or for a chain of caches nearest first.
+
+    A chain (``root://site:1095//root://regional:1095``) is a cache hierarchy: the proxy plugin
+    puts the whole prefix in front of the origin URL, and each cache forwards what follows its
+    own address, so the site cache reads through the regional one, which reads the origin.
+    """
+    hops = re.findall(r"x?root://([^/]+)", cache) or [_host_port(cache)]
+    return "".join(f"root://{hop}//" for hop in hops)
+
+
 def cache_environment(
     cache_url: str,
     plugin_dir: Path,
@@ -52,14 +64,15 @@ def cache_environment(
     connection_window: int = 5,
     request_timeout: int = 120,
 ) -> dict[str, str]:
-    """Environment that routes XRootD reads through ``cache_url``, failing fast if it is down.
+    """Environment that routes XRootD reads through ``cache_url`` (a cache, or a chain of them:
+    :func:`proxy_prefix`), failing fast if it is down.
 
     The client defaults (5 retries in 120 s windows) make a dead server look like a hang of ten
     minutes; these fail within about ``connection_retry * connection_window`` seconds.
     """
     return {
         "XRD_PLUGINCONFDIR": str(plugin_dir),
-        "XROOT_PROXY": f"root://{_host_port(cache_url)}//",
+        "XROOT_PROXY": proxy_prefix(cache_url),
         "XRD_CONNECTIONRETRY": str(connection_retry),
         "XRD_CONNECTIONWINDOW": str(connection_window),
         "XRD_REQUESTTIMEOUT": str(request_timeout),

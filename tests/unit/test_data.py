@@ -15,7 +15,11 @@ import uproot
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remote_jobqueue.data import cache_environment, to_url, write_proxy_plugin_conf
+from remote_jobqueue.data import (
+    cache_environment,
+    to_url,
+    write_proxy_plugin_conf,
+)
 from rjq_facility import dataset
 
 BRANCHES = {
@@ -74,6 +78,19 @@ def test_cache_environment(tmp_path: Path, cache: str) -> None:
     # A dead server must fail within seconds, not the client's default ten minutes.
     assert int(env["XRD_CONNECTIONRETRY"]) * int(env["XRD_CONNECTIONWINDOW"]) <= 30
     assert 0 < int(env["XRD_REQUESTTIMEOUT"]) <= 300
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        "root://10.1.2.3:11095//root://10.1.9.4:11095",
+        "root://10.1.2.3:11095//root://10.1.9.4:11095//",
+        "root://10.1.2.3:11095/root://10.1.9.4:11095/",
+    ],
+)
+def test_a_cache_hierarchy_is_one_proxy_prefix_nearest_first(tmp_path: Path, chain: str) -> None:
+    env = cache_environment(chain, tmp_path)
+    assert env["XROOT_PROXY"] == "root://10.1.2.3:11095//root://10.1.9.4:11095//"
 
 
 def test_probe_of_a_dead_server_fails_fast_with_json(tmp_path: Path) -> None:

@@ -74,10 +74,6 @@ def facility_client_config() -> None:
         click.echo(yaml.safe_dump(lifecycle.public_client_settings()), nl=False)
 
 
-if __name__ == "__main__":
-    facility()
-
-
 @facility.command("images")
 def facility_images() -> None:
     """Build the images of docker/ with podman (cached by content); print name and tag."""
@@ -86,3 +82,55 @@ def facility_images() -> None:
     with exit_on_error():
         for name, tag in images.ensure_images(log=to_stderr).items():
             click.echo(f"{name} {tag}")
+
+
+@facility.command("data")
+@click.option(
+    "--topology",
+    type=click.Choice(["origin", "near-site", "hierarchical"]),
+    help="how the sites' jobs reach the origin (the site catalogue's caches)",
+)
+@click.option(
+    "--lazy",
+    "lazy",
+    multiple=True,
+    metavar="CACHE",
+    help="a cache that reads blocks on demand (repeat; the others prefetch files)",
+)
+@click.option("--prefetch-all", is_flag=True, help="every cache prefetches whole files")
+@click.option("--wan/--no-wan", default=None, help="rate-limit the origin's and sites' links")
+@click.option("--origin-rate", help="the origin's link, as tc says it (200mbit)")
+@click.option("--site-rate", help="each remote site's downlink (1gbit)")
+def facility_data(
+    topology: str | None,
+    lazy: tuple[str, ...],
+    prefetch_all: bool,
+    wan: bool | None,
+    origin_rate: str | None,
+    site_rate: str | None,
+) -> None:
+    """Show or change how data reaches the sites: topology, prefetch, WAN (prints JSON).
+
+    After a change of topology, clients take the new catalogue with `remote-jobqueue configure`.
+    """
+    from . import lifecycle
+
+    if prefetch_all and lazy:
+        raise click.UsageError("--lazy and --prefetch-all contradict each other: pick one")
+    with exit_on_error():
+        changes = {
+            "topology": topology,
+            "wan": wan,
+            "origin_rate": origin_rate,
+            "site_rate": site_rate,
+            "lazy": () if prefetch_all else (lazy or None),
+        }
+        if any(v is not None for v in changes.values()):
+            result = lifecycle.set_data_paths(log=to_stderr, **changes)
+        else:
+            result = lifecycle.data_status(lifecycle.FacilityConfig())
+        click.echo(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    facility()

@@ -7,6 +7,7 @@ undoes all of it whatever state it finds, so a half-failed `up` is cleaned by `d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-from . import condor, gateway_service, images, network, processes, scitokens
+from . import (
+    condor,
+    containers,
+    data_paths,
+    gateway_service,
+    images,
+    network,
+    processes,
+    scitokens,
+    wan,
+)
 from .config import FacilityConfig
 
 
@@ -110,6 +121,8 @@ def up(cfg: FacilityConfig | None = None, log=print) -> FacilityConfig:
     gateway_service.up(cfg)
     log("starting XRootD (origin and caches) …")
     xrootd.up(cfg, built["xrootd"])
+    if (paths := data_paths.load(cfg)).wan:
+        wan.apply(cfg, paths)
     cpus = condor.wait_for_sites(cfg)
     log(f"facility up in {time.monotonic() - started:.0f} s; sites: {cpus}")
     return cfg
@@ -161,18 +174,55 @@ def status(cfg: FacilityConfig | None = None) -> dict:
         "issuer": issuer.status(cfg),
         "gateway": gateway_service.status(cfg),
         "xrootd": xrootd.status(cfg),
+        "data-paths": data_status(cfg),
     }
+
+
+def data_status(cfg: FacilityConfig) -> dict:
+    """The topology, the lazy caches, and each WAN link's rate as the kernel has it."""
+    from dataclasses import asdict
+
+    paths = data_paths.load(cfg)
+    shaped = wan.shaping(cfg) if cfg.state_dir.exists() else {}
+    return {**asdict(paths), "shaped": shaped}
+
+
+def set_data_paths(cfg: FacilityConfig | None = None, log=print, **changes: object) -> dict:
+    """Change how data reaches the sites on a running facility: restart the caches whose
+    settings changed (empty, as after any restart), reshape the WAN."""
+    from . import xrootd
+
+    cfg = cfg or FacilityConfig()
+    recipe = _running_recipe(cfg)
+    origin = xrootd.servers(cfg)[0]
+    if recipe is None or not containers.running(origin.container):
+        raise RuntimeError("the facility is not up: run `remote-jobqueue facility up` first")
+    before = data_paths.load(cfg)
+    paths = before.with_changes(**changes)
+    data_paths.save(cfg, paths)  # first: the caches' configs are made from it
+    try:
+        xrootd.up(cfg, recipe["images"]["xrootd"])
+        wan.apply(cfg, paths)
+    except Exception:
+        data_paths.save(cfg, before)
+        with contextlib.suppress(Exception):  # put back what ran; the first error is the news
+            xrootd.up(cfg, recipe["images"]["xrootd"])
+            wan.apply(cfg, before)
+        raise
+    log(f"data paths: {paths}")
+    return data_status(cfg)
 
 
 def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
     """The facility's sites as a `remote-jobqueue.sites` Dask config section."""
     host_key = gateway_service.public_host_key(cfg)
+    topology = data_paths.load(cfg).topology
     return {
         site.name: {
             "collector": cfg.collector,
             "schedd": cfg.schedd_name,
             "requirements": f'TARGET.SiteName == "{site.name}"',
-            "cache": cfg.cache_url_for(site.name),
+            "cache": data_paths.cache_for(cfg, site.name, topology),
             "gateway": cfg.gateway,
             "gateway-host-key": host_key,
             # Every node mounts this host's Python at the same path, read-only: the

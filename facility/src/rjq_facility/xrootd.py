@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rjq_facility import containers, dataset, ttbar_dataset
+from rjq_facility import containers, data_paths, dataset, ttbar_dataset
 from rjq_facility.config import FacilityConfig
 from rjq_facility.containers import slug
-from rjq_facility.network import LABEL
+from rjq_facility.network import LABEL, NO_DNS
 from rjq_facility.processes import wait_for_port
 
 XROOTD_USER = "xrootd"
@@ -49,6 +49,11 @@ class Server:
     origin: str | None
     #: On a site's network: the site's NAT router, the server's default route.
     router: str | None = None
+    #: A cache that reads only the blocks clients ask for (else it prefetches whole files).
+    lazy: bool = False
+    #: Caches it may forward to besides the origin: a site cache's regional one, permitted in
+    #: every topology since only the proxy prefix a job gets decides whether it is used.
+    upstream_caches: tuple[str, ...] = ()
 
     @property
     def daemon(self) -> str:
@@ -57,6 +62,13 @@ class Server:
     @property
     def container(self) -> str:
         return f"rjq-xrootd-{slug(self.name)}"
+
+    @property
+    def mac(self) -> str:
+        """A fixed MAC address, from the IP one: a restarted server (a cache whose settings
+        changed) keeps it, so the neighbours' ARP entries stay right. With a new MAC each
+        start, the site's nodes sent to the old one for half a minute."""
+        return "02:52:" + ":".join(f"{int(octet):02x}" for octet in self.address.split("."))
 
     @property
     def url(self) -> str:
@@ -74,6 +86,9 @@ class Server:
     def config(self) -> str:
         common = [
             f"xrd.port {self.port}",
+            # No DNS answers on a site's network: a reverse lookup of each client timed out
+            # twice (20 s) before the server even answered the handshake.
+            "xrd.network nodnr",
             f"all.adminpath {self.home / 'admin'}",
             f"all.pidpath {self.home / 'run'}",
             f"oss.localroot {self.data_dir}",
@@ -93,11 +108,14 @@ class Server:
                 # "=" turns on forwarding mode (URLs in the path); permit keeps it to our origin.
                 f"pss.origin = {self.origin}",
                 f"pss.permit {origin_host}",
+                *(f"pss.permit {host}" for host in self.upstream_caches),
                 # Without these a dead origin stalls every cold read for minutes.
                 "pss.setopt ConnectTimeout 5",
                 "pss.setopt ConnectionRetry 1",
                 "pfc.ram 1g",  # 5.5.3 rejects less
                 "pfc.blocksize 1M",
+                # XCache's default prefetches the whole file while it is open; 0 turns it off.
+                *(["pfc.prefetch 0"] if self.lazy else []),
                 "",
             ]
         )
@@ -116,18 +134,20 @@ def servers(cfg: FacilityConfig) -> list[Server]:
     """The origin first, then the hub cache, then one cache per site that has its own."""
     origin = f"{cfg.origin_address}:{cfg.origin_port}"
     hub = cfg.hub_network
+    lazy = data_paths.load(cfg).lazy
     found = [
         Server("origin", root_dir(cfg) / "origin", cfg.origin_address, cfg.origin_port, hub,
                None, None),
         Server("cache-hub", root_dir(cfg) / "cache-hub", cfg.hub_cache_address, cfg.cache_port,
-               hub, None, origin),
+               hub, None, origin, lazy="cache-hub" in lazy),
     ]  # fmt: skip
     for site in cfg.sites:
         if site.own_cache:
             name = f"cache-{site.name}"
             found.append(
                 Server(name, root_dir(cfg) / name, site.cache_address, cfg.cache_port,
-                       site.network, site.netns, origin, site.router)
+                       site.network, site.netns, origin, site.router, lazy=name in lazy,
+                       upstream_caches=(cfg.hub_cache_address,))
             )  # fmt: skip
     return found
 
@@ -176,9 +196,10 @@ def up(
 def _start(server: Server, image: str, log: Path) -> None:
     argv = [
         "podman", "run", "--detach", f"--name={server.container}", f"--label={LABEL}",
-        f"--network={server.network}:ip={server.address}",
+        f"--network={server.network}:ip={server.address},mac={server.mac}",
         f"--volume={server.home}:{server.home}",
         "--log-driver=k8s-file", f"--log-opt=path={log}",
+        *([f"--dns={NO_DNS}"] if server.netns else []),
         image, "xrootd", "-n", server.name, "-c", str(server.config_file),
     ]  # fmt: skip
     proc = subprocess.run(argv, capture_output=True, text=True)
@@ -260,13 +281,14 @@ def _prepare(server: Server, owner: tuple[int, int]) -> None:
 
 
 def _stop(server: Server) -> None:
-    containers.remove(server.container, grace=5)
+    # xrootd, as pid 1, ignores SIGTERM: waiting for it only delays the kill (nothing to save)
+    containers.remove(server.container, grace=1)
 
 
 def _listening(server: Server) -> bool:
     try:
         wait_for_port(server.address, server.port, timeout=0, netns=server.netns)
-    except (TimeoutError, OSError):
+    except (TimeoutError, OSError, subprocess.TimeoutExpired):
         return False
     return True
 
