@@ -192,12 +192,11 @@ def measure(args: argparse.Namespace, results: list[dict]) -> None:
         bench = Bench(cfg, site.name, {a: dataset(a) for a in args.analyses}, fresh)
         for workers in args.workers:
             with site_client(site.name, workers) as client:
-                for analysis in args.analyses:  # warm-up: imports, coffea, the workers
-                    run_analysis(analysis, bench.urls[analysis], client)
                 for round_ in range(args.runs):
                     for lazy in (False, True):
                         lazy_caches = (f"cache-{site.name}",) if lazy else ()
                         lifecycle.set_data_paths(cfg, log=quiet, lazy=lazy_caches)
+                        fresh_workers(client, workers, bench)
                         for row in (r for r in ROWS if r.lazy == lazy):
                             for analysis in args.analyses:
                                 found = bench.run(row, analysis, client)
@@ -210,6 +209,18 @@ def measure(args: argparse.Namespace, results: list[dict]) -> None:
             lifecycle.set_data_paths(cfg, log=quiet, **restore)
         finally:
             fresh.forget()
+
+
+def fresh_workers(client: Any, workers: int, bench: Bench) -> None:
+    """Restart the workers, then warm them up (imports, coffea) from the origin.
+
+    The site cache has just restarted: a worker's XRootD client still holds connections to
+    the cache's old container, which died without a word (its network namespace went with
+    it), and its next read there waited for the 2-minute request timeout."""
+    client.restart(wait_for_workers=False)
+    client.wait_for_workers(workers, timeout=300)
+    for analysis, urls in bench.urls.items():
+        run_analysis(analysis, urls, client)
 
 
 class Bench:
