@@ -357,6 +357,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Events/s (top) and megabytes over the WAN (bottom) by topology, per analysis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -366,9 +367,10 @@ def plot(rows: list[dict], path: Path) -> None:
     analyses = [a for a in ANALYSES if any(r["analysis"] == a for r in rows)]
     workers = sorted({r["workers"] for r in rows})
     keys = [row.key for row in ROWS if any(r["row"] == row.key for r in rows)]
-    fig, axes = plt.subplots(1, len(analyses), figsize=(7 * len(analyses), 5), squeeze=False)
+    fig, axes = plt.subplots(2, len(analyses), figsize=(7 * len(analyses), 9), squeeze=False)
+    ticks = [k.replace("-", "\n", 1) for k in keys]
+    width = 0.8 / len(workers)
     for ax, analysis in zip(axes[0], analyses, strict=True):
-        width = 0.8 / len(workers)
         for i, w in enumerate(workers):
             found = {r["row"]: r for r in rows if (r["analysis"], r["workers"]) == (analysis, w)}
             x = np.arange(len(keys)) + (i - (len(workers) - 1) / 2) * width
@@ -376,9 +378,18 @@ def plot(rows: list[dict], path: Path) -> None:
             low = [(found[k]["median"] - found[k]["min"]) / 1e3 for k in keys]
             high = [(found[k]["max"] - found[k]["median"]) / 1e3 for k in keys]
             ax.bar(x, med, width, yerr=[low, high], capsize=3, label=f"{w} worker(s)")
-        ax.set_xticks(np.arange(len(keys)), [k.replace("-", "\n", 1) for k in keys], fontsize=8)
+        ax.set_xticks(np.arange(len(keys)), ticks, fontsize=8)
         ax.set_ylabel("thousand events / s (median, min to max)")
         ax.set_title(f"{analysis}: events/s by data topology")
+        ax.legend()
+    for ax, analysis in zip(axes[1], analyses, strict=True):
+        found = {r["row"]: r for r in rows if (r["analysis"], r["workers"]) == (analysis, 1)}
+        x = np.arange(len(keys))
+        ax.bar(x - 0.2, [found[k]["origin_mb"] for k in keys], 0.4, label="origin's link")
+        ax.bar(x + 0.2, [found[k]["site_mb"] for k in keys], 0.4, label="into the site")
+        ax.set_xticks(x, ticks, fontsize=8)
+        ax.set_ylabel("MB per run (median, 1 worker)")
+        ax.set_title(f"{analysis}: bytes over the WAN")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -394,16 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--origin-rate", default="200mbit", help="the origin's link (tc rate)")
     cli.add_argument("--site-rate", default="1gbit", help="the site's downlink (tc rate)")
     cli.add_argument("--out", type=Path, default=Path("benchmarks/results/data_topologies"))
+    cli.add_argument("--from-json", type=Path, help="report the runs of an earlier JSON again")
     args = cli.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",")]
     args.analyses = [a for a in args.analyses.split(",") if a]
     results: list[dict] = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        measure(args, results)
-    except BaseException:
-        args.out.with_suffix(".partial.json").write_text(json.dumps(results, indent=1))
-        raise
+    if args.from_json:  # report again what an earlier run measured
+        results = json.loads(args.from_json.read_text())["runs"]
+    else:
+        try:
+            measure(args, results)
+        except BaseException:
+            args.out.with_suffix(".partial.json").write_text(json.dumps(results, indent=1))
+            raise
     rows = summarize(results)
     table(rows, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
