@@ -230,7 +230,7 @@ class RemoteHTCondorCluster(Cluster):
         """
         from .data import job_environment
 
-        env = job_environment(self.site.cache) if self.site.cache else {}
+        env = job_environment(self.site.cache, self.site.xrootd_ca)
         for key in ("RJQ_XROOTD_ORIGIN", "RJQ_DATASET_DIR"):
             if key in os.environ:
                 env[key] = os.environ[key]
@@ -242,7 +242,7 @@ class RemoteHTCondorCluster(Cluster):
         candidates = {
             site.name: {
                 "requirements": site.requirements,
-                "environment": job_environment(site.cache) if site.cache else {},
+                "environment": job_environment(site.cache, site.xrootd_ca),
             }
             for site in self.site.candidates
         }

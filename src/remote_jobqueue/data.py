@@ -20,6 +20,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .storage_auth import (
+    CA_VARIABLE,
+    JOB_CA_DIR,
+    ca_to_environment,
+    refusals_explained,
+    use_storage_ca,
+)
+
 PLUGIN_CONF = "proxy.conf"
 
 
@@ -88,25 +96,43 @@ CACHE_VARIABLE = "RJQ_XROOTD_CACHE"
 JOB_PLUGIN_DIR = ".xrootd-plugins"
 
 
-def job_environment(cache_url: str) -> dict[str, str]:
-    """What a job at a site with ``cache_url`` gets: the cache, and the fail-fast timeouts."""
-    settings = cache_environment(cache_url, Path(JOB_PLUGIN_DIR))
-    for written_by_the_job in ("XRD_PLUGINCONFDIR", "XROOT_PROXY"):
-        del settings[written_by_the_job]
-    return {CACHE_VARIABLE: cache_url, **settings}
+def job_environment(cache_url: str | None, ca_pem: str | None = None) -> dict[str, str]:
+    """What a job at a site gets: the site's cache (if any) and the fail-fast timeouts, and
+    the storage's CA (if its reads need a token: :mod:`remote_jobqueue.storage_auth`)."""
+    env: dict[str, str] = {}
+    if cache_url:
+        settings = cache_environment(cache_url, Path(JOB_PLUGIN_DIR))
+        for written_by_the_job in ("XRD_PLUGINCONFDIR", "XROOT_PROXY"):
+            del settings[written_by_the_job]
+        env = {CACHE_VARIABLE: cache_url, **settings}
+    if ca_pem:
+        env[CA_VARIABLE] = ca_to_environment(ca_pem)
+    return env
+
+
+#: The bearer token a job was given (the scheduler job's and each worker job's input file).
+JOB_TOKEN_FILE = "bearer-token"
+#: The variables that make a worker load this module first (``--preload``).
+PRELOAD_VARIABLES = (CACHE_VARIABLE, CA_VARIABLE)
 
 
 def use_nearest_cache(directory: Path | None = None, environ=os.environ) -> str | None:
-    """In a job: send this process's (and its children's) XRootD opens to ``$RJQ_XROOTD_CACHE``.
+    """In a job: send this process's (and its children's) XRootD opens to ``$RJQ_XROOTD_CACHE``,
+    trust the storage's CA (``$RJQ_XROOTD_CA``), and read with the job's own bearer token.
 
     Writes the plugin conf into ``directory`` (default: the job's scratch directory) and sets
     the client's variables. Call it before the XRootD client loads: it reads them only once.
-    Returns the cache, or ``None`` if the job was given none (then nothing changes).
+    Returns the cache, or ``None`` if the job was given none.
     """
+    scratch = Path(environ.get("_CONDOR_SCRATCH_DIR") or os.getcwd())
+    use_storage_ca(scratch / JOB_CA_DIR, environ)
+    token = scratch / JOB_TOKEN_FILE
+    if not environ.get("BEARER_TOKEN_FILE") and token.is_file():
+        token.chmod(0o600)  # the XRootD client and WLCG discovery take nothing wider
+        environ["BEARER_TOKEN_FILE"] = str(token)
     cache = environ.get(CACHE_VARIABLE)
     if not cache:
         return None
-    scratch = Path(environ.get("_CONDOR_SCRATCH_DIR") or os.getcwd())
     plugin_dir = write_proxy_plugin_conf(directory or scratch / JOB_PLUGIN_DIR)
     environ.update(cache_environment(cache, plugin_dir))
     return cache
@@ -177,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("a /store name needs --origin (or RJQ_XROOTD_ORIGIN)")
     url = to_url(args.url, args.origin or "")
     try:
-        result = probe(url, args.tree)
+        with refusals_explained(url):
+            result = probe(url, args.tree)
     except Exception as err:
         print(json.dumps({"url": url, "error": f"{type(err).__name__}: {err}"}))
         return 1

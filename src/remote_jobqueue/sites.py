@@ -32,6 +32,8 @@ class SiteSpec:
     schedd: str | None = None
     requirements: str | None = None
     cache: str | None = None
+    #: PEM of the CA of the storage the site's jobs read (token-protected reads, TLS).
+    xrootd_ca: str | None = None
     gateway: str | None = None
     gateway_host_key: str | None = None
     image: str | None = None

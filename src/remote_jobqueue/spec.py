@@ -18,7 +18,7 @@ from typing import Any
 
 from dask.utils import format_bytes, parse_bytes
 
-from .data import CACHE_VARIABLE
+from .data import JOB_TOKEN_FILE, PRELOAD_VARIABLES
 from .errors import ImpossibleResources
 
 #: The cluster's TLS certificate and key (one pair for every role, as `Security.temporary`
@@ -30,7 +30,7 @@ TLS_KEY = "tls-key.pem"
 #: SciToken to submit worker jobs; the cluster's secret (its claim at the gateway); the
 #: schedd's CA (SciTokens run over SSL). No HTCondor IDTOKEN travels: they rarely expire.
 BUNDLE_SPEC = "bundle.json"
-BEARER_TOKEN = "bearer-token"
+BEARER_TOKEN = JOB_TOKEN_FILE
 CLUSTER_SECRET = "cluster-secret"
 CONDOR_CA = "condor-ca.pem"
 BUNDLE_INPUTS = (BUNDLE_SPEC, BEARER_TOKEN, CLUSTER_SECRET, CONDOR_CA)
@@ -131,19 +131,24 @@ class WorkerSpec:
             args += ["--nworkers", str(self.processes)]
         if self.tls:
             args += ["--tls-ca-file", TLS_CERT, "--tls-cert", TLS_CERT, "--tls-key", TLS_KEY]
-        if CACHE_VARIABLE in self.environment:
-            # Before any task runs, point the worker's XRootD client at the site's cache.
+        if any(name in self.environment for name in PRELOAD_VARIABLES):
+            # Before any task runs, point the worker's XRootD client at the site's cache, the
+            # storage's CA and the job's token.
             args += ["--preload", "remote_jobqueue.data"]
         return [*args, *self.worker_extra_args]
 
-    def submit_description(self, scheduler_address: str, cluster_id: str) -> dict[str, str]:
-        """Worker jobs' submit description; each job's name comes as item data."""
+    def submit_description(
+        self, scheduler_address: str, cluster_id: str, *, token: bool = False
+    ) -> dict[str, str]:
+        """Worker jobs' submit description; each job's name comes as item data. With
+        ``token``, each job gets the scheduler job's bearer token as an input file (a
+        ``BEARER_TOKEN_FILE`` for token-protected reads), the copy of the moment it starts."""
         return job_description(
             role="worker",
             cluster_id=cluster_id,
             argv=self.worker_args(scheduler_address, f"$({WORKER_NAME_VARIABLE})"),
             resources=(self.cores, self.memory_mb, math.ceil(self.disk / 1024)),
-            inputs=(TLS_CERT, TLS_KEY) if self.tls else (),
+            inputs=((TLS_CERT, TLS_KEY) if self.tls else ()) + ((BEARER_TOKEN,) if token else ()),
             output_stem="worker-$(ClusterId).$(ProcId)",
             worker=self,
         )

@@ -99,6 +99,7 @@ def facility_images() -> None:
 )
 @click.option("--prefetch-all", is_flag=True, help="every cache prefetches whole files")
 @click.option("--wan/--no-wan", default=None, help="rate-limit the origin's and sites' links")
+@click.option("--tokens/--no-tokens", default=None, help="reads need a WLCG token (ztn, TLS)")
 @click.option("--origin-rate", help="the origin's link, as tc says it (200mbit)")
 @click.option("--site-rate", help="each remote site's downlink (1gbit)")
 def facility_data(
@@ -106,6 +107,7 @@ def facility_data(
     lazy: tuple[str, ...],
     prefetch_all: bool,
     wan: bool | None,
+    tokens: bool | None,
     origin_rate: str | None,
     site_rate: str | None,
 ) -> None:
@@ -121,6 +123,7 @@ def facility_data(
         changes = {
             "topology": topology,
             "wan": wan,
+            "tokens": tokens,
             "origin_rate": origin_rate,
             "site_rate": site_rate,
             "lazy": () if prefetch_all else (lazy or None),

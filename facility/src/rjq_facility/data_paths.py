@@ -9,6 +9,8 @@ Three topologies, as the facility's site catalogue hands them to clients (each s
   reads the origin. It is a chain of caches in the proxy prefix
   (:func:`remote_jobqueue.data.proxy_prefix`): XCache forwards what follows its own address.
 
+With ``tokens``, every server requires a token to read (:mod:`rjq_facility.storage_tokens`).
+
 Per cache, XCache either prefetches the whole file while it is open (its default) or reads only
 the blocks clients ask for (``lazy``, ``pfc.prefetch 0``).
 
@@ -43,6 +45,8 @@ class DataPaths:
     #: the regional network), as ``tc`` rates. Scaled to this machine: see benchmarks/README.md.
     origin_rate: str = "200mbit"
     site_rate: str = "1gbit"
+    #: Reads need a WLCG token with ``storage.read`` (:mod:`rjq_facility.storage_tokens`).
+    tokens: bool = False
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:

@@ -481,6 +481,21 @@ class Issuer:
         )
         return response
 
+    def service_token(
+        self, subject: str, scope: list[str], audience: str | list[str], lifetime: int
+    ) -> str:
+        """An access token for one of the facility's own services (a cache reading upstream):
+        no user, no refresh token; recorded with the rest (the suite's leak checks)."""
+        now = int(time.time())
+        claims = {
+            "iss": self.url, "sub": subject, "aud": audience, "exp": now + lifetime,
+            "iat": now, "nbf": now, "jti": str(uuid.uuid4()), "scope": " ".join(scope),
+            "wlcg.ver": "1.0",
+        }  # fmt: skip
+        token = self._sign(claims, ACCESS_TOKEN_TYP)
+        self._record(token)
+        return token
+
     def _new_refresh_token(
         self, username: str, client_id: str, scope: list[str], audience: str | list[str]
     ) -> str:

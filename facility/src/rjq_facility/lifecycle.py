@@ -216,13 +216,16 @@ def set_data_paths(cfg: FacilityConfig | None = None, log=print, **changes: obje
 def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
     """The facility's sites as a `remote-jobqueue.sites` Dask config section."""
     host_key = gateway_service.public_host_key(cfg)
-    topology = data_paths.load(cfg).topology
+    paths = data_paths.load(cfg)
+    # With token-protected reads, jobs trust the CA of the XRootD servers' certificates.
+    ca = scitokens.ca_file(cfg).read_text() if paths.tokens else None
     return {
         site.name: {
             "collector": cfg.collector,
             "schedd": cfg.schedd_name,
             "requirements": f'TARGET.SiteName == "{site.name}"',
-            "cache": data_paths.cache_for(cfg, site.name, topology),
+            "cache": data_paths.cache_for(cfg, site.name, paths.topology),
+            "xrootd-ca": ca,
             "gateway": cfg.gateway,
             "gateway-host-key": host_key,
             # Every node mounts this host's Python at the same path, read-only: the
@@ -236,15 +239,14 @@ def site_catalogue(cfg: FacilityConfig) -> dict[str, dict[str, str]]:
 
 def public_client_settings(cfg: FacilityConfig | None = None) -> dict:
     """What `remote-jobqueue configure` takes: the sites, the issuer, the pool (no secret)."""
-    from . import gateway_service, issuer, scitokens
+    from . import issuer, scitokens
 
     cfg = cfg or FacilityConfig()
-    audiences = [gateway_service.GATEWAY_AUDIENCE, scitokens.POOL_AUDIENCE]
     return {
         "remote-jobqueue": {
             "sites": site_catalogue(cfg),
             "issuer": cfg.issuer_url,
-            "login-audience": audiences,
+            "login-audience": user_audiences(),
         },
         "htcondor": {
             "collector": cfg.collector,
@@ -252,6 +254,18 @@ def public_client_settings(cfg: FacilityConfig | None = None) -> dict:
         },
         "oidc": {"client-id": issuer.PUBLIC_CLIENT},
     }
+
+
+def user_audiences() -> list[str]:
+    """The audiences of a user's token: every place a cluster logs in (the gateway, and as a
+    SciToken the schedd) and the storage (token-protected reads)."""
+    from . import storage_tokens
+
+    return [
+        gateway_service.GATEWAY_AUDIENCE,
+        scitokens.POOL_AUDIENCE,
+        storage_tokens.STORAGE_AUDIENCE,
+    ]
 
 
 def client_dask_config(cfg: FacilityConfig, user: str) -> dict:
@@ -272,6 +286,7 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
     import yaml
 
     from remote_jobqueue.data import cache_environment, write_proxy_plugin_conf
+    from remote_jobqueue.storage_auth import write_ca_dir
     from remote_jobqueue.tokens import write_token_file
 
     from . import dataset, issuer
@@ -283,11 +298,13 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
     dask_dir = udir / "dask"
     dask_dir.mkdir(parents=True, exist_ok=True)
     (dask_dir / "remote-jobqueue.yaml").write_text(yaml.safe_dump(client_dask_config(cfg, user)))
-    # One token for both places a cluster logs in: the gateway, and (SciTokens) the schedd.
-    audience = [gateway_service.GATEWAY_AUDIENCE, scitokens.POOL_AUDIENCE]
-    token = issuer.password_grant(cfg, user, audience=audience)
+    token = issuer.password_grant(cfg, user, audience=user_audiences())
     write_token_file(udir / "bearer-token", token["access_token"])
     plugin_dir = write_proxy_plugin_conf(cfg.state_dir / "xrootd" / "client-plugins")
+    storage_ca = {}
+    if data_paths.load(cfg).tokens:
+        ca_dir = write_ca_dir(scitokens.ca_file(cfg).read_text(), cfg.state_dir / "xrootd" / "ca")
+        storage_ca["X509_CERT_DIR"] = str(ca_dir)
     return {
         "CONDOR_CONFIG": str(udir / "condor_config"),
         "DASK_CONFIG": str(dask_dir),
@@ -298,6 +315,7 @@ def env(cfg: FacilityConfig | None = None, user: str = "alice") -> dict[str, str
         # What `remote_jobqueue.analysis.files` lists when no files are named.
         "RJQ_DATASET_DIR": dataset.DATASET_DIR,
         **cache_environment(cfg.hub_cache_url, plugin_dir),
+        **storage_ca,
     }
 
 

@@ -81,18 +81,62 @@ def _cert(
     return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
 
 
-def make_certificates(cfg: FacilityConfig, uid: int, gid: int) -> tuple[Path, Path]:
-    """A facility CA and the schedd's certificate (for the pool's address); returns (cert, key).
+def ca_key_file(cfg: FacilityConfig) -> Path:
+    """The CA's private key (0600, root's): it signs the schedd's and the XRootD servers'
+    certificates, and stays with the state directory so they keep chaining to one CA."""
+    return ssl_dir(cfg) / "ca.key"
 
-    Made once per state directory: clients keep trusting the same CA across restarts.
-    """
+
+def facility_ca(cfg: FacilityConfig) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The facility CA, made once per state directory (a state from before the CA's key was
+    kept gets a new CA, and every certificate is made again)."""
     d = ssl_dir(cfg)
     d.mkdir(parents=True, exist_ok=True)
     d.chmod(0o755)
+    if ca_file(cfg).exists() and ca_key_file(cfg).exists():
+        key = serialization.load_pem_private_key(ca_key_file(cfg).read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return x509.load_pem_x509_certificate(ca_file(cfg).read_bytes()), key
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca = _cert("remote-jobqueue facility CA", key, None)
+    write_private_file(ca_key_file(cfg), _pem_key(key))
+    ca_file(cfg).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ca_file(cfg).chmod(0o644)
+    for old in d.glob("schedd.*"):  # signed by a CA that is gone
+        old.unlink()
+    return ca, key
+
+
+def server_certificate(
+    cfg: FacilityConfig, name: str, addresses: list[str], directory: Path, uid: int, gid: int
+) -> tuple[Path, Path]:
+    """A certificate of the facility CA for a server reached at ``addresses`` (its IPs), the
+    key 0600 and owned by the server's user; returns (cert, key). Made anew each call."""
+    ca, ca_key = facility_ca(cfg)
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(f"{name}.{cfg.uid_domain}")]
+    sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    # XRootD's client matches the host it dialled, an address here, against DNS names only
+    # ("hostname not in SAN extension"): each address is a DNS name too.
+    sans += [x509.DNSName(a) for a in addresses]
+    cert = _cert(f"{name}.{cfg.uid_domain}", key, (ca, ca_key), sans=sans)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    write_private_file(key_path, _pem_key(key), uid=uid, gid=gid)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.chmod(0o644)
+    return cert_path, key_path
+
+
+def make_certificates(cfg: FacilityConfig, uid: int, gid: int) -> tuple[Path, Path]:
+    """The schedd's certificate of the facility CA (for the pool's address); (cert, key).
+
+    Made once per state directory: clients keep trusting the same CA across restarts.
+    """
+    ca, ca_key = facility_ca(cfg)
+    d = ssl_dir(cfg)
     cert_path, key_path = d / "schedd.pem", d / "schedd.key"
-    if not (cert_path.exists() and key_path.exists() and ca_file(cfg).exists()):
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = _cert("remote-jobqueue facility CA", ca_key, None)
+    if not (cert_path.exists() and key_path.exists()):
         key = ec.generate_private_key(ec.SECP256R1())
         host = f"hub.{cfg.uid_domain}"
         # With NO_DNS, HTCondor names the host after its address (10-213-77-2.<domain>) and
@@ -107,7 +151,6 @@ def make_certificates(cfg: FacilityConfig, uid: int, gid: int) -> tuple[Path, Pa
         cert = _cert(host, key, (ca, ca_key), sans=sans)
         write_private_file(key_path, _pem_key(key), uid=uid, gid=gid)
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        ca_file(cfg).write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     for public in (cert_path, ca_file(cfg)):
         public.chmod(0o644)
     return cert_path, key_path

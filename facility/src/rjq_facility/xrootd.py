@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rjq_facility import containers, data_paths, dataset, ttbar_dataset
+from rjq_facility import containers, data_paths, dataset, storage_tokens, ttbar_dataset
 from rjq_facility.config import FacilityConfig
 from rjq_facility.containers import slug
 from rjq_facility.network import LABEL, NO_DNS
@@ -54,6 +54,8 @@ class Server:
     #: Caches it may forward to besides the origin: a site cache's regional one, permitted in
     #: every topology since only the proxy prefix a job gets decides whether it is used.
     upstream_caches: tuple[str, ...] = ()
+    #: Reads need a token (``ztn`` over TLS, SciTokens): :mod:`rjq_facility.storage_tokens`.
+    tokens: bool = False
 
     @property
     def daemon(self) -> str:
@@ -89,6 +91,7 @@ class Server:
             # No DNS answers on a site's network: a reverse lookup of each client timed out
             # twice (20 s) before the server even answered the handshake.
             "xrd.network nodnr",
+            *(storage_tokens.config_lines(self.home) if self.tokens else []),
             f"all.adminpath {self.home / 'admin'}",
             f"all.pidpath {self.home / 'run'}",
             f"oss.localroot {self.data_dir}",
@@ -134,12 +137,13 @@ def servers(cfg: FacilityConfig) -> list[Server]:
     """The origin first, then the hub cache, then one cache per site that has its own."""
     origin = f"{cfg.origin_address}:{cfg.origin_port}"
     hub = cfg.hub_network
-    lazy = data_paths.load(cfg).lazy
+    paths = data_paths.load(cfg)
+    lazy, tokens = paths.lazy, paths.tokens
     found = [
         Server("origin", root_dir(cfg) / "origin", cfg.origin_address, cfg.origin_port, hub,
-               None, None),
+               None, None, tokens=tokens),
         Server("cache-hub", root_dir(cfg) / "cache-hub", cfg.hub_cache_address, cfg.cache_port,
-               hub, None, origin, lazy="cache-hub" in lazy),
+               hub, None, origin, lazy="cache-hub" in lazy, tokens=tokens),
     ]  # fmt: skip
     for site in cfg.sites:
         if site.own_cache:
@@ -147,7 +151,7 @@ def servers(cfg: FacilityConfig) -> list[Server]:
             found.append(
                 Server(name, root_dir(cfg) / name, site.cache_address, cfg.cache_port,
                        site.network, site.netns, origin, site.router, lazy=name in lazy,
-                       upstream_caches=(cfg.hub_cache_address,))
+                       upstream_caches=(cfg.hub_cache_address,), tokens=tokens)
             )  # fmt: skip
     return found
 
@@ -183,21 +187,36 @@ def up(
             _route(server)  # idempotent: a route lost since is put back
             continue
         _stop(server)
-        _prepare(server, owner)
+        env = _prepare(server, owner, cfg)
         log = cfg.logs / f"{server.daemon}.log"
-        log.unlink(missing_ok=True)
+        _keep_earlier(log)
         started.add(server.name)
-        _start(server, image, log)
+        _start(server, image, log, env)
     for server in servers(cfg):
         _wait_ready(server, cfg, fresh=server.name in started, timeout=timeout)
     return status(cfg)
 
 
-def _start(server: Server, image: str, log: Path) -> None:
+def _keep_earlier(log: Path) -> None:
+    """Move a restarted server's log aside (``<name>.<n>.log``): the readiness check reads the
+    new one from its start, and what the server said before stays for whoever looks (the
+    suite's leak check reads every log of the facility)."""
+    if not log.exists():
+        return
+    n = 1
+    while (earlier := log.with_suffix(f".{n}.log")).exists():
+        n += 1
+    log.rename(earlier)
+
+
+def _start(server: Server, image: str, log: Path, env: dict[str, str]) -> None:
     argv = [
         "podman", "run", "--detach", f"--name={server.container}", f"--label={LABEL}",
         f"--network={server.network}:ip={server.address},mac={server.mac}",
         f"--volume={server.home}:{server.home}",
+        # xrootd's working directory must be writable by it (the SciTokens plugin writes there)
+        f"--workdir={server.home}",
+        *(f"--env={name}={value}" for name, value in env.items()),
         "--log-driver=k8s-file", f"--log-opt=path={log}",
         *([f"--dns={NO_DNS}"] if server.netns else []),
         image, "xrootd", "-n", server.name, "-c", str(server.config_file),
@@ -266,8 +285,9 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _prepare(server: Server, owner: tuple[int, int]) -> None:
-    """Fresh admin/run dirs (and an empty cache), all owned by the image's xrootd user."""
+def _prepare(server: Server, owner: tuple[int, int], cfg: FacilityConfig) -> dict[str, str]:
+    """Fresh admin/run dirs (and an empty cache), all owned by the image's xrootd user; with
+    tokens, its TLS and SciTokens files. Returns the environment its container needs."""
     if server.origin is not None:
         shutil.rmtree(server.data_dir, ignore_errors=True)
     for sub in ("admin", "run"):
@@ -278,6 +298,11 @@ def _prepare(server: Server, owner: tuple[int, int]) -> None:
             os.chown(path, *owner)
     server.config_file.write_text(server.config())
     server.config_file.chmod(0o644)
+    if not server.tokens:
+        return {}
+    return storage_tokens.prepare(
+        cfg, server.name, server.home, [server.address], owner, is_cache=server.origin is not None
+    )
 
 
 def _stop(server: Server) -> None:

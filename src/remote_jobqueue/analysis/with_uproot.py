@@ -15,10 +15,13 @@ from . import dimuon
 
 
 def process_file(url: str) -> tuple[np.ndarray, int]:
-    """Counts and number of events of one file."""
+    """Counts and number of events of one file; a read the storage refused raises
+    :class:`~remote_jobqueue.storage_auth.StorageAccessDenied` saying why, where it ran."""
     import uproot
 
-    with uproot.open(url) as handle:
+    from ..storage_auth import refusals_explained
+
+    with refusals_explained(url), uproot.open(url) as handle:
         tree = handle[dimuon.TREE]
         arrays = tree.arrays(list(dimuon.BRANCHES))
         return dimuon.fill(dimuon.mass(arrays)), tree.num_entries

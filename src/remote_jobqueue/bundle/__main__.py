@@ -119,7 +119,9 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
         tracker = JobTracker(
             spec.collector,
             spec.schedd,
-            spec.worker.submit_description(scheduler.address, spec.cluster_id),
+            spec.worker.submit_description(
+                scheduler.address, spec.cluster_id, token=(scratch / BEARER_TOKEN).is_file()
+            ),
             scratch,
             interval=spec.poll_interval,
         )
