@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .storage_auth import (
     CA_VARIABLE,
@@ -27,6 +29,8 @@ from .storage_auth import (
     refusals_explained,
     use_storage_ca,
 )
+
+logger = logging.getLogger(__name__)
 
 PLUGIN_CONF = "proxy.conf"
 
@@ -138,9 +142,46 @@ def use_nearest_cache(directory: Path | None = None, environ=os.environ) -> str 
     return cache
 
 
+#: How often a worker asks its scheduler for a bearer token newer than its own (seconds).
+TOKEN_FOLLOW_INTERVAL = 60.0
+#: The worker's periodic callback that does it.
+TOKEN_FOLLOW_CALLBACK = "rjq-bearer-token"
+
+
 def dask_setup(worker: object = None) -> None:
     """Dask preload hook: workers start with ``--preload remote_jobqueue.data``."""
     use_nearest_cache()
+    token = os.environ.get("BEARER_TOKEN_FILE")
+    scratch = Path(os.environ.get("_CONDOR_SCRATCH_DIR") or os.getcwd())
+    if worker is not None and token and Path(token) == scratch / JOB_TOKEN_FILE:
+        follow_scheduler_token(worker, Path(token))
+
+
+def follow_scheduler_token(worker: Any, path: Path, interval: float = TOKEN_FOLLOW_INTERVAL):
+    """Keep a worker job's token file as fresh as its scheduler job's, which the client (or a
+    detached run's refresh token) renews: the job's own copy is the one of its submission,
+    and a worker that outlives it could open no new file of token-protected storage."""
+    from tornado.ioloop import PeriodicCallback
+
+    from .tokens import TokenError, token_claims_unverified, write_token_file
+
+    async def refresh() -> None:
+        try:
+            exp = float(token_claims_unverified(path.read_text().strip()).get("exp", 0))
+        except (OSError, TokenError, ValueError):
+            exp = 0.0
+        try:
+            token = await worker.scheduler.rjq_bearer_token(newer_than=exp)
+        except Exception as err:  # an older bundle, a scheduler going away: try again later
+            logger.debug("no newer bearer token from the scheduler: %s", type(err).__name__)
+            return
+        if token:
+            write_token_file(path, token)
+            logger.info("bearer token for storage reads renewed from the scheduler")
+
+    callback = PeriodicCallback(refresh, interval * 1000)
+    worker.periodic_callbacks[TOKEN_FOLLOW_CALLBACK] = callback
+    return callback
 
 
 def to_url(lfn_or_url: str, origin: str) -> str:

@@ -10,11 +10,13 @@ Specification:
   error says which of these it was;
 - on a cluster at T2_A, the workers read with the token they were given (the dimuon counts
   every event), and a worker whose token has expired gets the explanation, not XRootD's words
-  alone; no token appears in any job ad.
+  alone; when the client renews its token, the workers' copies follow; no token appears in
+  any job ad.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -217,6 +219,25 @@ def expired_read_in_subprocess(url: str) -> str:
     return proc.stderr
 
 
+def ask_for_tokens_often(dask_worker) -> None:
+    """On a worker: ask the scheduler for a newer token every 0.2 s instead of every minute."""
+    from remote_jobqueue.data import TOKEN_FOLLOW_CALLBACK
+
+    callback = dask_worker.periodic_callbacks[TOKEN_FOLLOW_CALLBACK]
+    callback.stop()
+    callback.callback_time = 200
+    callback.start()
+
+
+def token_file_digest() -> str:
+    """On a worker: the SHA-256 of its token file (the token itself never comes back)."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    return hashlib.sha256(Path(os.environ["BEARER_TOKEN_FILE"]).read_bytes()).hexdigest()
+
+
 def test_workers_at_T2_A_read_with_their_token_and_an_expired_one_is_explained_there(
     protected: FacilityConfig, alice: dict, fresh_lfn: str
 ) -> None:
@@ -227,10 +248,23 @@ def test_workers_at_T2_A_read_with_their_token_and_an_expired_one_is_explained_t
     with cluster, Client(cluster) as client:
         client.wait_for_workers(1, timeout=180)
         result = with_uproot.run([url], client)
-        # Workers cannot import this test module: send the function itself.
+        # Workers cannot import this test module: send the functions themselves.
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
         try:
             (said,) = client.run(expired_read_in_subprocess, url).values()
+            # The client renews alice's token; the bundle takes it, and the worker's copy
+            # follows (the worker asks every 60 s; this one is told to ask every 0.2 s).
+            client.run(ask_for_tokens_often)
+            renewed = issuer.password_grant(
+                protected, "alice", audience=lifecycle.user_audiences()
+            )["access_token"]
+            write_token_file(alice["BEARER_TOKEN_FILE"], renewed)
+            digest = hashlib.sha256(renewed.encode()).hexdigest()
+            deadline = time.monotonic() + 30
+            while set(client.run(token_file_digest).values()) != {digest}:
+                assert time.monotonic() < deadline, "the worker's token was never renewed"
+                time.sleep(0.5)
+            assert with_uproot.run([url], client).events == result.events
         finally:
             cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         schedd = sched.locate(protected.collector, protected.schedd_name)

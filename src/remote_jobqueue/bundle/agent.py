@@ -70,6 +70,7 @@ class SiteAgent:
                 "rjq_run_status": self.handle_run_status,
                 "rjq_run_log": self.handle_run_log,
                 "rjq_run_file": self.handle_run_file,
+                "rjq_bearer_token": self.handle_bearer_token,
             }
         )
         self._task = asyncio.ensure_future(self._keep_lease())
@@ -177,6 +178,22 @@ class SiteAgent:
         write_token_file(self.token_file, token)
         logger.info("bearer token renewed (%s), login valid until %.0f", redact(token), until)
         return True
+
+    async def handle_bearer_token(self, newer_than: float = 0) -> str | None:
+        """Our bearer token, for a worker whose copy (an input file of its job, as it was at
+        submission) ends at ``newer_than``, if ours ends later: workers read token-protected
+        storage with it. Only the cluster's members reach the scheduler (mutual TLS with the
+        cluster's own certificate), and the token travels in that TLS only."""
+        from ..tokens import TokenError, token_claims_unverified
+
+        if self.token_file is None:
+            return None
+        try:
+            token = self.token_file.read_text().strip()
+            exp = float(token_claims_unverified(token).get("exp", 0))
+        except (OSError, TokenError, ValueError):
+            return None
+        return token if exp > newer_than else None
 
     async def handle_close(self, reason: str = "closed by the client") -> None:
         asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.shutdown(reason)))
