@@ -13,6 +13,8 @@ The client reads this environment when its library loads: set it before importin
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -64,8 +66,8 @@ def proxy_prefix(cache: str) -> str:
     puts the whole prefix in front of the origin URL, and each cache forwards what follows its
     own address, so the site cache reads through the regional one, which reads the origin.
     """
-    hops = re.findall(r"x?root://([^/]+)", cache) or [_host_port(cache)]
-    return "".join(f"root://{hop}//" for hop in hops)
+    hops = re.findall(r"(x?roots?)://([^/]+)", cache) or [("root", _host_port(cache))]
+    return "".join(f"{scheme}://{hop}//" for scheme, hop in hops)
 
 
 def cache_environment(
@@ -181,6 +183,9 @@ def follow_scheduler_token(worker: Any, path: Path, interval: float = TOKEN_FOLL
 
     callback = PeriodicCallback(refresh, interval * 1000)
     worker.periodic_callbacks[TOKEN_FOLLOW_CALLBACK] = callback
+    # Once at start too: a job that waited in the queue may have brought an expired copy.
+    with contextlib.suppress(RuntimeError):  # no running loop: the callback will do
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(refresh()))
     return callback
 
 

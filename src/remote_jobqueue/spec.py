@@ -142,7 +142,8 @@ class WorkerSpec:
     ) -> dict[str, str]:
         """Worker jobs' submit description; each job's name comes as item data. With
         ``token``, each job gets the scheduler job's bearer token as an input file (a
-        ``BEARER_TOKEN_FILE`` for token-protected reads), the copy of the moment it starts."""
+        ``BEARER_TOKEN_FILE`` for token-protected reads), the copy of the moment it is submitted
+        (each worker then follows the scheduler's renewals: `data.follow_scheduler_token`)."""
         return job_description(
             role="worker",
             cluster_id=cluster_id,

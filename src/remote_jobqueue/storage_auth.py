@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -45,20 +46,31 @@ class StorageAccessDenied(PermissionError):
 def subject_hash(cert: x509.Certificate) -> str:
     """OpenSSL's ``X509_NAME_hash`` of the subject (``openssl x509 -hash``), as 8 hex digits.
 
-    The SHA-1 of the name's canonical encoding (each string value as a lower-case UTF8String
-    with whitespace collapsed, the RDN sets without the outer SEQUENCE), first 4 bytes read
-    little-endian. OpenSSL looks CAs up in ``X509_CERT_DIR`` by this name.
+    The SHA-1 of the name's canonical encoding (each string value as a UTF8String with ASCII
+    upper case lowered and ASCII whitespace collapsed, as OpenSSL does; the RDN sets, each
+    kept whole, without the outer SEQUENCE), first 4 bytes read little-endian. OpenSSL looks
+    CAs up in ``X509_CERT_DIR`` by this name.
     """
-    canonical = []
+    from cryptography.x509.name import _ASN1Type  # the one spelling of UTF8String it takes
+
+    rdns = []
     for rdn in cert.subject.rdns:
+        attributes = []
         for attribute in rdn:
             value = attribute.value
             if isinstance(value, str):
-                value = " ".join(value.split()).lower()
-            canonical.append(x509.NameAttribute(attribute.oid, value, _type=_UTF8))
-    der = x509.Name([x509.RelativeDistinguishedName([a]) for a in canonical]).public_bytes()
+                value = _ASCII_SPACE.sub(" ", value).strip(_ASCII_SPACES)
+                value = "".join(c.lower() if c.isascii() else c for c in value)
+                attribute = x509.NameAttribute(attribute.oid, value, _type=_ASN1Type.UTF8String)
+            attributes.append(attribute)
+        rdns.append(x509.RelativeDistinguishedName(attributes))
+    der = x509.Name(rdns).public_bytes()
     digest = hashlib.sha1(_strip_sequence(der)).digest()
     return f"{int.from_bytes(digest[:4], 'little'):08x}"
+
+
+_ASCII_SPACES = " \t\n\r\f\v"
+_ASCII_SPACE = re.compile(f"[{_ASCII_SPACES}]+")
 
 
 def _strip_sequence(der: bytes) -> bytes:
@@ -68,15 +80,6 @@ def _strip_sequence(der: bytes) -> bytes:
     if length < 0x80:
         return der[2:]
     return der[2 + (length & 0x7F) :]
-
-
-def _utf8_type():  # the one private spelling cryptography uses for UTF8String
-    from cryptography.x509.name import _ASN1Type
-
-    return _ASN1Type.UTF8String
-
-
-_UTF8 = _utf8_type()
 
 
 def write_ca_dir(pem: str, directory: Path) -> Path:
@@ -89,10 +92,12 @@ def write_ca_dir(pem: str, directory: Path) -> Path:
         while f"{stem}.{n}" in taken:
             n += 1
         taken.add(f"{stem}.{n}")
-        path = directory / f"{stem}.{n}"
-        partial = path.with_suffix(".partial")
-        partial.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        os.replace(partial, path)
+        # A temporary file of its own: the worker processes of one job write the same names.
+        fd, partial = tempfile.mkstemp(dir=directory, prefix=".partial-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(cert.public_bytes(serialization.Encoding.PEM))
+        os.chmod(partial, 0o644)
+        os.replace(partial, directory / f"{stem}.{n}")
     return directory
 
 
@@ -146,7 +151,7 @@ def explain_refusal(
     from . import tokens
 
     found = tokens.find_bearer_token(environ, tmp_dir=tmp_dir)
-    where = f"the storage refused to read {_without_query(url)} ({message.strip()})"
+    where = f"the storage refused to read {_without_query(url)} ({_scrubbed(message.strip())})"
     if found is None:
         return (
             f"{where}: no bearer token was found (BEARER_TOKEN_FILE, or the WLCG default "
@@ -202,3 +207,8 @@ def refusals_explained(url: str) -> Iterator[None]:
 def _without_query(url: str) -> str:
     """A URL without its query (``?authz=`` would carry a token)."""
     return url.split("?", 1)[0]
+
+
+def _scrubbed(message: str) -> str:
+    """The client's message without the value of any ``authz=`` (uproot quotes the whole URL)."""
+    return re.sub(r"(authz=)[^&\s]*", r"\1<hidden>", message)

@@ -93,6 +93,11 @@ def test_a_cache_hierarchy_is_one_proxy_prefix_nearest_first(tmp_path: Path, cha
     assert env["XROOT_PROXY"] == "root://10.1.2.3:11095//root://10.1.9.4:11095//"
 
 
+def test_a_hierarchy_keeps_each_hops_scheme(tmp_path: Path) -> None:
+    env = cache_environment("roots://site:1095//root://regional:1095", tmp_path)
+    assert env["XROOT_PROXY"] == "roots://site:1095//root://regional:1095//"
+
+
 def test_probe_of_a_dead_server_fails_fast_with_json(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XRD_", "XROOT_"))}
     env |= {"XRD_CONNECTIONRETRY": "1", "XRD_CONNECTIONWINDOW": "1"}

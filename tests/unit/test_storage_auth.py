@@ -28,8 +28,11 @@ from remote_jobqueue.tokens import WLCG_ANY_AUDIENCE, write_private_file
 
 
 def self_signed(*attributes: tuple[x509.ObjectIdentifier, str]) -> x509.Certificate:
+    return self_signed_name(x509.Name([x509.NameAttribute(oid, v) for oid, v in attributes]))
+
+
+def self_signed_name(name: x509.Name) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(oid, value) for oid, value in attributes])
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -59,10 +62,26 @@ def pem(*certs: x509.Certificate) -> str:
             (NameOID.ORGANIZATION_NAME, "INFN"),
             (NameOID.COMMON_NAME, "INFN Certification Authority"),
         ],
+        [(NameOID.COMMON_NAME, "Ünïcödé CA ÀÉ")],  # only ASCII is folded
+        "multi-valued",
     ],
 )
 def test_the_ca_directory_names_a_ca_as_openssl_does(tmp_path: Path, attributes) -> None:
-    cert = self_signed(*attributes)
+    if attributes == "multi-valued":  # one RDN of two attributes, kept as one set
+        cert = self_signed_name(
+            x509.Name(
+                [
+                    x509.RelativeDistinguishedName(
+                        [
+                            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Facility"),
+                            x509.NameAttribute(NameOID.COMMON_NAME, "Two In One CA"),
+                        ]
+                    )
+                ]
+            )
+        )
+    else:
+        cert = self_signed(*attributes)
     (tmp_path / "ca.pem").write_text(pem(cert))
     openssl = subprocess.run(
         ["openssl", "x509", "-hash", "-noout", "-in", str(tmp_path / "ca.pem")],
@@ -148,6 +167,7 @@ def test_a_refused_read_raises_the_explanation_and_keeps_the_servers_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     environ = token(tmp_path, exp=int(time.time()) - 5)
+    monkeypatch.delenv("BEARER_TOKEN", raising=False)  # it would come first in discovery
     for name, value in environ.items():
         if not name.startswith("_"):
             monkeypatch.setenv(name, value)
@@ -166,3 +186,10 @@ def test_other_read_errors_pass_unchanged() -> None:
     ):
         raise missing
     assert not isinstance(caught.value, storage_auth.StorageAccessDenied)
+
+
+def test_a_token_in_the_clients_message_is_not_repeated(tmp_path: Path) -> None:
+    """uproot quotes the whole URL it failed to open, query and all."""
+    said = f"{SAID} in file {URL}?authz=the-token-itself&x=1"
+    message = storage_auth.explain_refusal(URL, said, {}, tmp_dir="/nonexistent")
+    assert "the-token-itself" not in message and "authz=<hidden>&x=1" in message

@@ -32,6 +32,7 @@ from ..spec import (
     TLS_KEY,
     BundleSpec,
 )
+from ..storage_auth import CA_VARIABLE
 
 logger = logging.getLogger("remote_jobqueue.bundle")
 
@@ -68,6 +69,12 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _workers_need_token(spec: BundleSpec, scratch: Path) -> bool:
+    """Worker jobs get a copy of our bearer token only where the site's storage takes tokens
+    (the catalogue names its CA): elsewhere they need no credential, and get none."""
+    return (scratch / BEARER_TOKEN).is_file() and CA_VARIABLE in spec.worker.environment
 
 
 async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path | None) -> int:
@@ -120,7 +127,7 @@ async def run(spec: BundleSpec, scratch: Path, local: bool, address_file: Path |
             spec.collector,
             spec.schedd,
             spec.worker.submit_description(
-                scheduler.address, spec.cluster_id, token=(scratch / BEARER_TOKEN).is_file()
+                scheduler.address, spec.cluster_id, token=_workers_need_token(spec, scratch)
             ),
             scratch,
             interval=spec.poll_interval,
